@@ -1,0 +1,15 @@
+"""specdec_fast: the exact, fast verify step of draft-target speculative decoding."""
+try:
+    from specdec_fast._core import get_default_rng, seed
+    from specdec_fast._rng import Rng
+except ImportError as exc:  # pragma: no cover - exercised only on a broken install
+    raise ImportError(
+        "specdec_fast's compiled core is missing or failed to load "
+        f"({exc}). Build it with `pip install .` from the project root "
+        "(or `python setup.py build_ext --inplace` for development)."
+    ) from exc
+
+from specdec_fast._core import speculative_decode_sim  # noqa: E402
+
+__all__ = ["Rng", "get_default_rng", "seed", "speculative_decode_sim"]
+__version__ = "0.1.0"

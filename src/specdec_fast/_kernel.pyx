@@ -1,0 +1,271 @@
+"""The nogil kernel: sampling from one row, exactly as the reference does.
+
+Everything here works on contiguous rows of float or double and knows nothing
+of Python objects.  Two samplers:
+
+``residual_sample(p, q, n, u)``
+    R4 of the reference semantics: the residual ``a_v = max(0, p_v - q_v)``,
+    ``z = sum(a)``, then the first ``v`` with ``u <= a_0/z + ... + a_v/z``
+    (uniform ``1/n`` buckets when ``z == 0``; token 0 when no ``v`` qualifies).
+``cumulative_sample(p, n, u)``
+    R6: the first ``v`` with ``u <= p_0 + ... + p_v``; token 0 when none does.
+
+The reference sums left to right, a chain of dependent additions.  The fast
+path sums in blocks with independent accumulators, locates the crossing from
+the block sums, and certifies it: every summation order of ``n`` non-negative
+terms is within ``gamma(n) = n*eps/(1 - n*eps)`` of the exact sum (Higham,
+ch. 4), so the reference's running sum at ``v`` lies in a bracket around ours.
+When ``u`` falls outside the brackets on both sides of the crossing, the
+crossing is the reference's; otherwise (a draw within rounding of a bucket
+boundary, about ``n * 1e-15`` of draws) the row is redone serially, the
+reference's way.  Invalid values (negative, NaN, infinite) send the fast path
+to the serial one, which reports the first such value the reference reads.
+
+Return value: the token (>= 0), or ``BAD_TARGET`` / ``BAD_DRAFT`` with the
+offending index in ``bad[0]``.
+"""
+from libc.float cimport DBL_MAX
+from libc.math cimport fabs
+
+cdef enum:
+    BLOCK = 128          # elements per block sum
+    MAX_BLOCKS = 1024    # block sums kept on the stack; longer rows use longer blocks
+
+cdef double EPS = 1.1102230246251565e-16      # 2**-53, the unit roundoff
+cdef double TINY = 4.9406564584124654e-324    # 2**-1074, the smallest subnormal
+
+
+cdef inline bint is_probability(double x) noexcept nogil:
+    """False for negative, NaN and infinite values (-0.0 passes, as 0.0 >= -0.0)."""
+    return x >= 0.0 and x <= DBL_MAX
+
+
+cdef inline double positive_part(double d) noexcept nogil:
+    """``max(0.0, d)`` as Python computes it: ``d`` when ``d > 0``, else ``0.0``."""
+    return d if d > 0.0 else 0.0
+
+
+cdef inline Py_ssize_t block_length(Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t length = BLOCK
+    while length * MAX_BLOCKS < n:
+        length *= 2
+    return length
+
+
+cdef inline bint certified(double below, double at, double u, double tol, double tiny,
+                           bint first) noexcept nogil:
+    """True when the reference's running sums bracket ``u`` as ours do.
+
+    ``below``/``at`` are our running sums before and at the candidate; the
+    reference's lie within ``(1 +- tol)`` of them, give or take ``tiny``.
+    """
+    cdef double lo = at * (1.0 - tol) - tiny
+    if lo < 0.0:
+        lo = 0.0           # the reference's running sum is never negative
+    if not u <= lo:
+        return False
+    return first or below * (1.0 + tol) + tiny < u
+
+
+cdef inline double residual_block(const real* p, const real* q, Py_ssize_t n,
+                                  double* qsum, double* low) noexcept nogil:
+    """Sum of ``max(0, p - q)`` over a block, four independent accumulators.
+
+    Adds ``q`` into ``qsum`` and lowers ``low`` to the least ``p`` or ``q`` seen:
+    NaN or infinity in either row makes the sum or ``qsum`` non-finite, a
+    negative value makes ``low`` negative.  The positive part here keeps NaN.
+    """
+    cdef double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0
+    cdef double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0
+    cdef double m0 = low[0], m1 = low[0], m2 = low[0], m3 = low[0]
+    cdef double x0, x1, x2, x3, y0, y1, y2, y3, d0, d1, d2, d3
+    cdef Py_ssize_t v = 0
+    while v + 4 <= n:
+        x0 = p[v]; x1 = p[v + 1]; x2 = p[v + 2]; x3 = p[v + 3]
+        y0 = q[v]; y1 = q[v + 1]; y2 = q[v + 2]; y3 = q[v + 3]
+        d0 = x0 - y0; d1 = x1 - y1; d2 = x2 - y2; d3 = x3 - y3
+        a0 += 0.0 if d0 < 0.0 else d0
+        a1 += 0.0 if d1 < 0.0 else d1
+        a2 += 0.0 if d2 < 0.0 else d2
+        a3 += 0.0 if d3 < 0.0 else d3
+        s0 += y0; s1 += y1; s2 += y2; s3 += y3
+        m0 = x0 if x0 < m0 else m0
+        m1 = x1 if x1 < m1 else m1
+        m2 = x2 if x2 < m2 else m2
+        m3 = x3 if x3 < m3 else m3
+        m0 = y0 if y0 < m0 else m0
+        m1 = y1 if y1 < m1 else m1
+        m2 = y2 if y2 < m2 else m2
+        m3 = y3 if y3 < m3 else m3
+        v += 4
+    while v < n:
+        x0 = p[v]; y0 = q[v]
+        d0 = x0 - y0
+        a0 += 0.0 if d0 < 0.0 else d0
+        s0 += y0
+        m0 = x0 if x0 < m0 else m0
+        m0 = y0 if y0 < m0 else m0
+        v += 1
+    qsum[0] += (s0 + s1) + (s2 + s3)
+    low[0] = min(min(m0, m1), min(m2, m3))
+    return (a0 + a1) + (a2 + a3)
+
+
+cdef inline double row_block(const real* p, Py_ssize_t n, double* low) noexcept nogil:
+    """Sum of a block of ``p``, four independent accumulators; lowers ``low``."""
+    cdef double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0
+    cdef double m0 = low[0], m1 = low[0], m2 = low[0], m3 = low[0]
+    cdef double x0, x1, x2, x3
+    cdef Py_ssize_t v = 0
+    while v + 4 <= n:
+        x0 = p[v]; x1 = p[v + 1]; x2 = p[v + 2]; x3 = p[v + 3]
+        a0 += x0; a1 += x1; a2 += x2; a3 += x3
+        m0 = x0 if x0 < m0 else m0
+        m1 = x1 if x1 < m1 else m1
+        m2 = x2 if x2 < m2 else m2
+        m3 = x3 if x3 < m3 else m3
+        v += 4
+    while v < n:
+        x0 = p[v]
+        a0 += x0
+        m0 = x0 if x0 < m0 else m0
+        v += 1
+    low[0] = min(min(m0, m1), min(m2, m3))
+    return (a0 + a1) + (a2 + a3)
+
+
+cdef Py_ssize_t residual_sample_serial(const real* p, const real* q, Py_ssize_t n, double u,
+                                       bint compensated, Py_ssize_t* bad) noexcept nogil:
+    """R4 exactly as the reference runs it, validating every value it reads.
+
+    ``compensated`` selects the ``sum()`` of the running interpreter: a plain
+    left-to-right sum (CPython <= 3.11) or Neumaier's compensated sum (3.12+).
+    """
+    cdef double z = 0.0, c = 0.0, t, a, x, y, cum = 0.0
+    cdef Py_ssize_t v
+    for v in range(n):
+        x = p[v]
+        if not is_probability(x):
+            bad[0] = v
+            return BAD_TARGET
+        y = q[v]
+        if not is_probability(y):
+            bad[0] = v
+            return BAD_DRAFT
+        a = positive_part(x - y)
+        if compensated:
+            t = z + a
+            if fabs(z) >= fabs(a):
+                c += (z - t) + a
+            else:
+                c += (a - t) + z
+            z = t
+        else:
+            z += a
+    if compensated and c != 0.0 and fabs(c) <= DBL_MAX:
+        z += c
+    if z > 0.0:
+        for v in range(n):
+            cum += positive_part(<double>p[v] - <double>q[v]) / z
+            if u <= cum:
+                return v
+    else:
+        t = 1.0 / <double>n
+        for v in range(n):
+            cum += t
+            if u <= cum:
+                return v
+    return 0
+
+
+cdef Py_ssize_t residual_sample(const real* p, const real* q, Py_ssize_t n, double u,
+                                bint compensated, Py_ssize_t* bad) noexcept nogil:
+    cdef double sums[MAX_BLOCKS]
+    cdef Py_ssize_t length = block_length(n)
+    cdef Py_ssize_t nblocks = (n + length - 1) // length
+    cdef Py_ssize_t b, v, start
+    cdef double z = 0.0, qsum = 0.0, low = 0.0, target, total, below, at, tol
+    for b in range(nblocks):
+        start = b * length
+        sums[b] = residual_block(p + start, q + start, min(length, n - start), &qsum, &low)
+        z += sums[b]
+    # Leave anything unusual to the serial path: invalid values, a zero or
+    # overflowing residual, sums so small or large that scaling by z underflows.
+    if not (low >= 0.0 and qsum <= DBL_MAX and 1e-290 < z <= 1e290):
+        return residual_sample_serial(p, q, n, u, compensated, bad)
+    target = u * z
+    total = 0.0
+    b = 0
+    while b < nblocks - 1 and total + sums[b] < target:
+        total += sums[b]
+        b += 1
+    below = total
+    at = total
+    v = b * length
+    while v < n:
+        at = below + positive_part(<double>p[v] - <double>q[v])
+        if at >= target:
+            break
+        below = at
+        v += 1
+    tol = 8.0 * <double>(n + 2) * EPS
+    if v < n:
+        if certified(below / z, at / z, u, tol, <double>(n + 2) * TINY, v == 0):
+            return v
+    elif below / z * (1.0 + tol) + <double>(n + 2) * TINY < u:
+        return 0
+    return residual_sample_serial(p, q, n, u, compensated, bad)
+
+
+cdef Py_ssize_t cumulative_sample_serial(const real* p, Py_ssize_t n, double u,
+                                         Py_ssize_t* bad) noexcept nogil:
+    """R6 exactly as the reference runs it, validating every value it reads."""
+    cdef double cum = 0.0, x
+    cdef Py_ssize_t v
+    for v in range(n):
+        x = p[v]
+        if not is_probability(x):
+            bad[0] = v
+            return BAD_TARGET
+        cum += x
+        if u <= cum:
+            return v
+    return 0
+
+
+cdef Py_ssize_t cumulative_sample(const real* p, Py_ssize_t n, double u,
+                                  Py_ssize_t* bad) noexcept nogil:
+    cdef Py_ssize_t length = block_length(n)
+    cdef Py_ssize_t start = 0, v
+    cdef double total = 0.0, block, low = 0.0, below, at, x, tol
+    # Block sums up to the block where the running sum reaches u; the
+    # reference reads up to the crossing, so only validated blocks are used.
+    while start + length < n:
+        block = row_block(p + start, length, &low)
+        if not (low >= 0.0 and block <= DBL_MAX):
+            return cumulative_sample_serial(p, n, u, bad)
+        if total + block >= u:
+            break
+        total += block
+        start += length
+    below = total
+    at = total
+    v = start
+    while v < n:
+        x = p[v]
+        if not is_probability(x):
+            return cumulative_sample_serial(p, n, u, bad)
+        at = below + x
+        if at >= u:
+            break
+        below = at
+        v += 1
+    if not at <= DBL_MAX:
+        return cumulative_sample_serial(p, n, u, bad)
+    tol = 8.0 * <double>(n + 2) * EPS
+    if v < n:
+        if certified(below, at, u, tol, 0.0, v == 0):
+            return v
+    elif below * (1.0 + tol) < u:
+        return 0
+    return cumulative_sample_serial(p, n, u, bad)

@@ -1,0 +1,109 @@
+"""Rng: the xoshiro256+ generator used by specdec_fast.
+
+The state is a C struct (``xoshiro256plus_state``) so the kernel can draw from
+it without Python objects.  Seeding follows the generator's authors: the four
+state words are four successive outputs of splitmix64 started at the seed.
+"""
+import operator
+import os
+
+import numpy as np
+
+cimport numpy as cnp
+from libc.stdint cimport uint64_t
+
+cnp.import_array()
+
+_U64 = 1 << 64
+_NAME = "xoshiro256+"
+
+
+cdef uint64_t seed_word(object seed) except? 0:
+    """The 64-bit seed of ``Rng(seed)``: an int in [0, 2**64), or None for OS entropy."""
+    if seed is None:
+        return int.from_bytes(os.urandom(8), "little")
+    if isinstance(seed, (bool, float)):
+        raise TypeError(f"seed must be an int in [0, 2**64) or None, not {type(seed).__name__}")
+    try:
+        value = operator.index(seed)
+    except TypeError:
+        raise TypeError(
+            f"seed must be an int in [0, 2**64) or None, not {type(seed).__name__}") from None
+    if not 0 <= value < _U64:
+        raise ValueError(f"seed must be in [0, 2**64), got {value}")
+    return value
+
+
+cdef class Rng:
+    """xoshiro256+ pseudo-random generator (Blackman & Vigna).
+
+    ``Rng(seed)`` takes an int in [0, 2**64); ``Rng()`` or ``Rng(None)`` seeds
+    from OS entropy.  ``random()`` returns ``(next() >> 11) * 2**-53``.
+    """
+
+    def __init__(self, seed=None):
+        xoshiro256plus_seed(&self.c_state, seed_word(seed))
+
+    def random(self, size=None):
+        """One float in [0, 1), or a float64 array of ``size`` of them."""
+        cdef cnp.ndarray out
+        cdef double* data
+        cdef Py_ssize_t i, n
+        if size is None:
+            return xoshiro256plus_next_double(&self.c_state)
+        if isinstance(size, (bool, float)):
+            raise TypeError(f"size must be an int or None, not {type(size).__name__}")
+        n = operator.index(size)
+        if n < 0:
+            raise ValueError(f"size must be non-negative, got {n}")
+        out = np.empty(n, dtype=np.float64)
+        data = <double*>cnp.PyArray_DATA(out)
+        with nogil:
+            for i in range(n):
+                data[i] = xoshiro256plus_next_double(&self.c_state)
+        return out
+
+    def next_uint64(self):
+        """The generator's next raw 64-bit output, as an int."""
+        return xoshiro256plus_next(&self.c_state)
+
+    def jump(self):
+        """Advance by 2**128 steps (the published jump); returns self.
+
+        ``n`` successive jumps give ``n`` non-overlapping streams of 2**128 draws.
+        """
+        xoshiro256plus_jump(&self.c_state)
+        return self
+
+    @property
+    def state(self):
+        """``{"bit_generator": "xoshiro256+", "s": (s0, s1, s2, s3)}``; assignable."""
+        return {"bit_generator": _NAME, "s": tuple(self.c_state.s[i] for i in range(4))}
+
+    @state.setter
+    def state(self, value):
+        if not isinstance(value, dict) or value.get("bit_generator") != _NAME:
+            raise ValueError(f"state must be a dict with bit_generator={_NAME!r}")
+        words = value.get("s")
+        try:
+            words = [operator.index(w) for w in words]
+        except TypeError:
+            raise TypeError("state['s'] must hold four ints") from None
+        if len(words) != 4 or not all(0 <= w < _U64 for w in words):
+            raise ValueError("state['s'] must hold four ints in [0, 2**64)")
+        if not any(words):
+            raise ValueError("state['s'] must not be all zero (xoshiro256+ would stay at zero)")
+        for i in range(4):
+            self.c_state.s[i] = words[i]
+
+    def __reduce__(self):
+        return (_from_state, (self.state,))
+
+    def __repr__(self):
+        return f"Rng(state={self.state['s']})"
+
+
+def _from_state(state):
+    rng = Rng.__new__(Rng)
+    rng.state = state
+    return rng
