@@ -13,17 +13,25 @@ import numpy as np
 
 cimport numpy as cnp
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_AsDouble, PyFloat_CheckExact
-from cpython.list cimport PyList_GET_ITEM, PyList_New, PyList_SET_ITEM
-from cpython.long cimport PyLong_AsSsize_t, PyLong_CheckExact, PyLong_FromSsize_t
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE, PyList_New, PyList_SET_ITEM
+from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact, PyLong_FromSsize_t
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_GET_ITEM
+from libc.float cimport DBL_MAX
 from libc.stdlib cimport free, malloc
 
 from specdec_fast._kernel cimport BAD_DRAFT, BAD_TARGET, cumulative_sample, residual_sample
 from specdec_fast._rng cimport Rng, xoshiro256plus_next_double, xoshiro256plus_state
 
 cnp.import_array()
+
+cdef extern from "Python.h":
+    # Borrowed-pointer forms of the item macros, so hot loops do no refcounting.
+    PyObject** PySequence_Fast_ITEMS(object seq)
+    bint PyFloat_CheckExact_ptr "PyFloat_CheckExact"(PyObject* op)
+    double PyFloat_AS_DOUBLE_ptr "PyFloat_AS_DOUBLE"(PyObject* op)
 
 # The reference's sum() is compensated (Neumaier) from CPython 3.12 on.
 cdef bint COMPENSATED_SUM = sys.version_info >= (3, 12)
@@ -119,19 +127,23 @@ cdef bint _is_buffer(object obj):
     return True
 
 
-cdef check_row(object row, str name, Py_ssize_t i, Py_ssize_t vocab_size):
+cdef int check_row(object row, str name, Py_ssize_t i, Py_ssize_t vocab_size) except -1:
     """A row must be a 1-D sequence with at least ``vocab_size`` entries."""
     cdef Py_ssize_t length
-    if cnp.PyArray_Check(row):
+    if type(row) is list:
+        length = PyList_GET_SIZE(row)
+    elif cnp.PyArray_Check(row):
         if cnp.PyArray_NDIM(row) != 1:
             raise ValueError(f"{name}[{i}] must be 1-D, got {cnp.PyArray_NDIM(row)}-D")
         if (<cnp.ndarray>row).dtype.kind not in "fiub":
             raise TypeError(f"{name}[{i}] must hold real numbers, got dtype {row.dtype}")
     elif isinstance(row, (str, bytes)) or not hasattr(row, "__len__"):
         raise TypeError(f"{name}[{i}] must be a sequence of probabilities, not {type(row).__name__}")
-    length = len(row)
+    if type(row) is not list:
+        length = len(row)
     if length < vocab_size:
         raise ValueError(f"{name}[{i}] has {length} entries, fewer than vocab_size={vocab_size}")
+    return 0
 
 
 cdef double as_real(object item, str name, Py_ssize_t i, Py_ssize_t v) except? -1.0:
@@ -150,14 +162,16 @@ cdef double read_entry(Matrix* m, Py_ssize_t i, Py_ssize_t v, str name) except? 
     """Entry ``[i][v]`` of the matrix (bounds already checked)."""
     cdef char* row
     cdef object obj
+    cdef PyObject* item
     if m.data != NULL:
         row = m.data + i * m.row_stride
         return (<float*>row)[v] if m.single else (<double*>row)[v]
     obj = <object>PyList_GET_ITEM(<object>m.rows, i)
-    if type(obj) is list:
-        return as_real(<object>PyList_GET_ITEM(obj, v), name, i, v)
-    if type(obj) is tuple:
-        return as_real(<object>PyTuple_GET_ITEM(obj, v), name, i, v)
+    if type(obj) is list or type(obj) is tuple:
+        item = PySequence_Fast_ITEMS(obj)[v]
+        if PyFloat_CheckExact_ptr(item):
+            return PyFloat_AS_DOUBLE_ptr(item)
+        return as_real(<object>item, name, i, v)
     if cnp.PyArray_Check(obj) and in_place_dtype(obj):
         if cnp.PyArray_TYPE(obj) == cnp.NPY_FLOAT:
             return (<float*>cnp.PyArray_GETPTR1(obj, v))[0]
@@ -190,8 +204,22 @@ cdef int open_row(Matrix* m, Py_ssize_t i, Py_ssize_t n, str name, Row* r) excep
         raise MemoryError()
     r.data = r.owned
     r.single = False
+    if type(obj) is list or type(obj) is tuple:
+        read_items(PySequence_Fast_ITEMS(obj), n, r.owned, name, i)
+    else:
+        for v in range(n):
+            r.owned[v] = read_entry(m, i, v, name)
+    return 0
+
+
+cdef int read_items(PyObject** items, Py_ssize_t n, double* out, str name, Py_ssize_t i) except -1:
+    """The first ``n`` items of a list or tuple row as doubles."""
+    cdef Py_ssize_t v
     for v in range(n):
-        r.owned[v] = read_entry(m, i, v, name)
+        if PyFloat_CheckExact_ptr(items[v]):
+            out[v] = PyFloat_AS_DOUBLE_ptr(items[v])
+        else:
+            out[v] = as_real(<object>items[v], name, i, v)
     return 0
 
 
@@ -290,15 +318,30 @@ cdef object open_uniforms(object rng, object uniforms, Uniforms* src):
 # Tokens and sizes.
 
 cdef Py_ssize_t as_size(object value, str name) except -1:
+    if PyLong_CheckExact(value):
+        return value
     if isinstance(value, (bool, float)) or not hasattr(type(value), "__index__"):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     return value.__index__()
+
+
+cdef Py_ssize_t as_token(object item, Py_ssize_t i) except? -2:
+    """A draft token as an index: an int (or NumPy integer); -1 when out of range."""
+    cdef int overflow = 0
+    cdef long long t
+    if not PyLong_CheckExact(item):
+        if isinstance(item, float) or not hasattr(type(item), "__index__"):
+            raise TypeError(f"draft_tokens[{i}] must be an int, not {type(item).__name__}")
+        item = item.__index__()
+    t = PyLong_AsLongLongAndOverflow(item, &overflow)
+    return -1 if overflow or t < 0 or t > PY_SSIZE_T_MAX else <Py_ssize_t>t
 
 
 cdef int read_tokens(object tokens, Py_ssize_t K, Py_ssize_t vocab_size, Py_ssize_t* out) except -1:
     """Each draft token must be an integer in [0, vocab_size)."""
     cdef Py_ssize_t i, t
     cdef cnp.ndarray arr
+    cdef PyObject** items
     if cnp.PyArray_Check(tokens):
         if tokens.dtype.kind not in "iu" and not (tokens.size == 0 and tokens.dtype.kind == "f"):
             raise TypeError(f"draft_tokens must hold integers, got dtype {tokens.dtype}")
@@ -310,16 +353,13 @@ cdef int read_tokens(object tokens, Py_ssize_t K, Py_ssize_t vocab_size, Py_ssiz
             if not 0 <= out[i] < vocab_size:
                 raise ValueError(f"draft_tokens[{i}] = {tokens[i]} is outside [0, vocab_size={vocab_size})")
         return 0
+    if type(tokens) is not list and type(tokens) is not tuple:
+        tokens = list(tokens)
+    items = PySequence_Fast_ITEMS(tokens)
     for i in range(K):
-        item = tokens[i]
-        if PyLong_CheckExact(item):
-            t = PyLong_AsSsize_t(item) if -1 <= (<object>item).bit_length() <= 62 else -1
-        elif isinstance(item, float) or not hasattr(type(item), "__index__"):
-            raise TypeError(f"draft_tokens[{i}] must be an int, not {type(item).__name__}")
-        else:
-            t = item.__index__() if item.__index__().bit_length() <= 62 else -1
+        t = as_token(<object>items[i], i)
         if not 0 <= t < vocab_size:
-            raise ValueError(f"draft_tokens[{i}] = {item!r} is outside [0, vocab_size={vocab_size})")
+            raise ValueError(f"draft_tokens[{i}] = {<object>items[i]!r} is outside [0, vocab_size={vocab_size})")
         out[i] = t
     return 0
 
@@ -332,7 +372,7 @@ cdef bad_probability(str name, Py_ssize_t i, Py_ssize_t v, double x):
 
 
 cdef inline int check_probability(double x, str name, Py_ssize_t i, Py_ssize_t v) except -1:
-    if not (x >= 0.0 and x <= 1.7976931348623157e308):
+    if not (x >= 0.0 and x <= DBL_MAX):
         raise bad_probability(name, i, v, x)
     return 0
 
@@ -382,6 +422,7 @@ cdef Py_ssize_t sample_cumulative(Matrix* target, Py_ssize_t i, Py_ssize_t n, do
     cdef Py_ssize_t token, bad = 0, v
     cdef double cum = 0.0, x
     cdef object row
+    cdef PyObject** items
     cdef Row p
     if m_is_array_row(target, i):
         open_row(target, i, n, "target_probs", &p)
@@ -393,6 +434,20 @@ cdef Py_ssize_t sample_cumulative(Matrix* target, Py_ssize_t i, Py_ssize_t n, do
         if token == BAD_TARGET:
             raise bad_probability("target_probs", i, bad, read_entry(target, i, bad, "target_probs"))
         return token
+    row = <object>PyList_GET_ITEM(<object>target.rows, i)
+    if type(row) is list or type(row) is tuple:
+        items = PySequence_Fast_ITEMS(row)
+        for v in range(n):
+            if PyFloat_CheckExact_ptr(items[v]):
+                x = PyFloat_AS_DOUBLE_ptr(items[v])
+            else:
+                x = as_real(<object>items[v], "target_probs", i, v)
+            if not (x >= 0.0 and x <= DBL_MAX):
+                raise bad_probability("target_probs", i, v, x)
+            cum += x
+            if u <= cum:
+                return v
+        return 0
     for v in range(n):
         x = read_entry(target, i, v, "target_probs")
         check_probability(x, "target_probs", i, v)
@@ -412,20 +467,19 @@ cdef inline bint m_is_array_row(Matrix* m, Py_ssize_t i):
 # --------------------------------------------------------------------------
 # The drop-in.
 
-cdef dict RATES = {}
+cdef list RATES = []     # RATES[K][n] = round(n / (K + 1), 4), filled on first use
 
 
 cdef object acceptance_rate(Py_ssize_t n, Py_ssize_t K):
     """``round(n / (K + 1), 4)`` as the reference computes it (0 when K == 0)."""
     if K == 0:
         return 0
-    key = (n, K)
-    rate = RATES.get(key)
-    if rate is None:
-        rate = round(<double>n / <double>(K + 1), 4)
-        if len(RATES) < 65536:
-            RATES[key] = rate
-    return rate
+    if K < 1024:
+        while len(RATES) <= K:
+            k = len(RATES)
+            RATES.append(tuple([round(j / (k + 1), 4) for j in range(k + 3)]))
+        return (<tuple>RATES[K])[n]
+    return round(<double>n / <double>(K + 1), 4)
 
 
 cdef int check_all_probabilities(Matrix* m, str name, Py_ssize_t nrows, Py_ssize_t n) except -1:
@@ -451,7 +505,8 @@ def speculative_decode_sim(draft_probs, target_probs, draft_tokens, vocab_size, 
     V = as_size(vocab_size, "vocab_size")
     if V < 1:
         raise ValueError(f"vocab_size must be at least 1, got {V}")
-    if isinstance(draft_tokens, (str, bytes)) or not hasattr(draft_tokens, "__len__"):
+    if type(draft_tokens) is not list and (
+            isinstance(draft_tokens, (str, bytes)) or not hasattr(draft_tokens, "__len__")):
         raise TypeError(f"draft_tokens must be a sequence of ints, not {type(draft_tokens).__name__}")
     K = len(draft_tokens)
     keep_target = open_matrix(target_probs, "target_probs", K, V, &target)

@@ -27,6 +27,16 @@ offending index in ``bad[0]``.
 from libc.float cimport DBL_MAX
 from libc.math cimport fabs
 
+cdef extern from "block_sums.h" nogil:
+    int residual_block_sums_f64(const double* p, const double* q, Py_ssize_t n,
+                                Py_ssize_t block, double* sums)
+    int residual_block_sums_f32(const float* p, const float* q, Py_ssize_t n,
+                                Py_ssize_t block, double* sums)
+    Py_ssize_t row_crossing_block_f64(const double* p, Py_ssize_t n, Py_ssize_t block,
+                                      double u, double* before, int* valid)
+    Py_ssize_t row_crossing_block_f32(const float* p, Py_ssize_t n, Py_ssize_t block,
+                                      double u, double* before, int* valid)
+
 cdef enum:
     BLOCK = 128          # elements per block sum
     MAX_BLOCKS = 1024    # block sums kept on the stack; longer rows use longer blocks
@@ -65,73 +75,6 @@ cdef inline bint certified(double below, double at, double u, double tol, double
     if not u <= lo:
         return False
     return first or below * (1.0 + tol) + tiny < u
-
-
-cdef inline double residual_block(const real* p, const real* q, Py_ssize_t n,
-                                  double* qsum, double* low) noexcept nogil:
-    """Sum of ``max(0, p - q)`` over a block, four independent accumulators.
-
-    Adds ``q`` into ``qsum`` and lowers ``low`` to the least ``p`` or ``q`` seen:
-    NaN or infinity in either row makes the sum or ``qsum`` non-finite, a
-    negative value makes ``low`` negative.  The positive part here keeps NaN.
-    """
-    cdef double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0
-    cdef double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0
-    cdef double m0 = low[0], m1 = low[0], m2 = low[0], m3 = low[0]
-    cdef double x0, x1, x2, x3, y0, y1, y2, y3, d0, d1, d2, d3
-    cdef Py_ssize_t v = 0
-    while v + 4 <= n:
-        x0 = p[v]; x1 = p[v + 1]; x2 = p[v + 2]; x3 = p[v + 3]
-        y0 = q[v]; y1 = q[v + 1]; y2 = q[v + 2]; y3 = q[v + 3]
-        d0 = x0 - y0; d1 = x1 - y1; d2 = x2 - y2; d3 = x3 - y3
-        a0 += 0.0 if d0 < 0.0 else d0
-        a1 += 0.0 if d1 < 0.0 else d1
-        a2 += 0.0 if d2 < 0.0 else d2
-        a3 += 0.0 if d3 < 0.0 else d3
-        s0 += y0; s1 += y1; s2 += y2; s3 += y3
-        m0 = x0 if x0 < m0 else m0
-        m1 = x1 if x1 < m1 else m1
-        m2 = x2 if x2 < m2 else m2
-        m3 = x3 if x3 < m3 else m3
-        m0 = y0 if y0 < m0 else m0
-        m1 = y1 if y1 < m1 else m1
-        m2 = y2 if y2 < m2 else m2
-        m3 = y3 if y3 < m3 else m3
-        v += 4
-    while v < n:
-        x0 = p[v]; y0 = q[v]
-        d0 = x0 - y0
-        a0 += 0.0 if d0 < 0.0 else d0
-        s0 += y0
-        m0 = x0 if x0 < m0 else m0
-        m0 = y0 if y0 < m0 else m0
-        v += 1
-    qsum[0] += (s0 + s1) + (s2 + s3)
-    low[0] = min(min(m0, m1), min(m2, m3))
-    return (a0 + a1) + (a2 + a3)
-
-
-cdef inline double row_block(const real* p, Py_ssize_t n, double* low) noexcept nogil:
-    """Sum of a block of ``p``, four independent accumulators; lowers ``low``."""
-    cdef double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0
-    cdef double m0 = low[0], m1 = low[0], m2 = low[0], m3 = low[0]
-    cdef double x0, x1, x2, x3
-    cdef Py_ssize_t v = 0
-    while v + 4 <= n:
-        x0 = p[v]; x1 = p[v + 1]; x2 = p[v + 2]; x3 = p[v + 3]
-        a0 += x0; a1 += x1; a2 += x2; a3 += x3
-        m0 = x0 if x0 < m0 else m0
-        m1 = x1 if x1 < m1 else m1
-        m2 = x2 if x2 < m2 else m2
-        m3 = x3 if x3 < m3 else m3
-        v += 4
-    while v < n:
-        x0 = p[v]
-        a0 += x0
-        m0 = x0 if x0 < m0 else m0
-        v += 1
-    low[0] = min(min(m0, m1), min(m2, m3))
-    return (a0 + a1) + (a2 + a3)
 
 
 cdef Py_ssize_t residual_sample_serial(const real* p, const real* q, Py_ssize_t n, double u,
@@ -183,24 +126,26 @@ cdef Py_ssize_t residual_sample(const real* p, const real* q, Py_ssize_t n, doub
     cdef double sums[MAX_BLOCKS]
     cdef Py_ssize_t length = block_length(n)
     cdef Py_ssize_t nblocks = (n + length - 1) // length
-    cdef Py_ssize_t b, v, start
-    cdef double z = 0.0, qsum = 0.0, low = 0.0, target, total, below, at, tol
+    cdef Py_ssize_t b, v
+    cdef double z = 0.0, target, below, at, tol
+    cdef bint valid
+    if real is float:
+        valid = residual_block_sums_f32(p, q, n, length, sums)
+    else:
+        valid = residual_block_sums_f64(p, q, n, length, sums)
     for b in range(nblocks):
-        start = b * length
-        sums[b] = residual_block(p + start, q + start, min(length, n - start), &qsum, &low)
         z += sums[b]
     # Leave anything unusual to the serial path: invalid values, a zero or
     # overflowing residual, sums so small or large that scaling by z underflows.
-    if not (low >= 0.0 and qsum <= DBL_MAX and 1e-290 < z <= 1e290):
+    if not (valid and 1e-290 < z <= 1e290):
         return residual_sample_serial(p, q, n, u, compensated, bad)
     target = u * z
-    total = 0.0
+    below = 0.0
     b = 0
-    while b < nblocks - 1 and total + sums[b] < target:
-        total += sums[b]
+    while b < nblocks - 1 and below + sums[b] < target:
+        below += sums[b]
         b += 1
-    below = total
-    at = total
+    at = below
     v = b * length
     while v < n:
         at = below + positive_part(<double>p[v] - <double>q[v])
@@ -235,22 +180,18 @@ cdef Py_ssize_t cumulative_sample_serial(const real* p, Py_ssize_t n, double u,
 
 cdef Py_ssize_t cumulative_sample(const real* p, Py_ssize_t n, double u,
                                   Py_ssize_t* bad) noexcept nogil:
-    cdef Py_ssize_t length = block_length(n)
-    cdef Py_ssize_t start = 0, v
-    cdef double total = 0.0, block, low = 0.0, below, at, x, tol
-    # Block sums up to the block where the running sum reaches u; the
-    # reference reads up to the crossing, so only validated blocks are used.
-    while start + length < n:
-        block = row_block(p + start, length, &low)
-        if not (low >= 0.0 and block <= DBL_MAX):
-            return cumulative_sample_serial(p, n, u, bad)
-        if total + block >= u:
-            break
-        total += block
-        start += length
-    below = total
-    at = total
-    v = start
+    cdef Py_ssize_t length = block_length(n), v
+    cdef double below, at, x, tol
+    cdef int valid
+    # The block where the running sum reaches u; the reference reads up to the
+    # crossing, so the blocks after it are not read at all.
+    if real is float:
+        v = row_crossing_block_f32(p, n, length, u, &below, &valid) * length
+    else:
+        v = row_crossing_block_f64(p, n, length, u, &below, &valid) * length
+    if not valid:
+        return cumulative_sample_serial(p, n, u, bad)
+    at = below
     while v < n:
         x = p[v]
         if not is_probability(x):
