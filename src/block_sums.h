@@ -50,9 +50,21 @@ static inline specdec_vd specdec_load_f(const float *p)
     return __builtin_convertvector(x, specdec_vd);
 }
 
+typedef double specdec_vd4 __attribute__((vector_size(32)));
+typedef double specdec_vd2 __attribute__((vector_size(16)));
+
+/* Sum of the lanes, by halves (a fixed order, like every sum here). */
 static inline double specdec_hsum(specdec_vd x)
 {
-    return ((x[0] + x[4]) + (x[1] + x[5])) + ((x[2] + x[6]) + (x[3] + x[7]));
+    specdec_vd4 lo4, hi4, s4;
+    specdec_vd2 lo2, hi2, s2;
+    memcpy(&lo4, &x, sizeof lo4);
+    memcpy(&hi4, (const char *)&x + sizeof lo4, sizeof hi4);
+    s4 = lo4 + hi4;
+    memcpy(&lo2, &s4, sizeof lo2);
+    memcpy(&hi2, (const char *)&s4 + sizeof lo2, sizeof hi2);
+    s2 = lo2 + hi2;
+    return s2[0] + s2[1];
 }
 
 static inline int64_t specdec_hor(specdec_vi x)
@@ -143,8 +155,8 @@ static int NAME(const T *p, const T *q, ptrdiff_t n, ptrdiff_t block, double *su
  * row_crossing_block_T(p, n, block, u, before, valid): the first block b at
  * which the running sum of block sums reaches u (the last block when none
  * does); *before is the sum of the blocks before it.  Blocks after b are not
- * read.  *valid is 0 when a block before b, or b itself, holds a value that is
- * negative, NaN or infinite (or may: a 0 can be a false alarm).
+ * read.  *valid is 0 when a block up to b holds a value that is negative, NaN
+ * or infinite (or may: a 0 can be a false alarm, never a 1).
  */
 #ifdef SPECDEC_VECTOR
 #define SPECDEC_ROW_CROSSING_BLOCK(NAME, T, LOAD)                                     \
@@ -152,14 +164,14 @@ SPECDEC_CLONES                                                                  
 static ptrdiff_t NAME(const T *p, ptrdiff_t n, ptrdiff_t block, double u,             \
                       double *before, int *valid)                                      \
 {                                                                                      \
-    double total = 0.0;                                                                \
+    specdec_vi signs = {0};                                                            \
+    int64_t tail_signs = 0;                                                            \
+    double total = 0.0, sum = 0.0;                                                     \
     ptrdiff_t start, b = 0;                                                            \
     for (start = 0; ; start += block, b++) {                                           \
         ptrdiff_t end = start + block < n ? start + block : n, v = start;              \
         specdec_vd a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                             \
-        specdec_vi signs = {0};                                                        \
-        int64_t tail_signs = 0;                                                        \
-        double tail = 0.0, sum;                                                        \
+        double tail = 0.0;                                                             \
         for (; v + 4 * SPECDEC_LANES <= end; v += 4 * SPECDEC_LANES) {                 \
             specdec_vd x0 = LOAD(p + v), x1 = LOAD(p + v + SPECDEC_LANES);             \
             specdec_vd x2 = LOAD(p + v + 2 * SPECDEC_LANES);                           \
@@ -172,18 +184,15 @@ static ptrdiff_t NAME(const T *p, ptrdiff_t n, ptrdiff_t block, double u,       
             tail_signs |= specdec_bits(p[v]);                                          \
         }                                                                              \
         sum = specdec_hsum((a0 + a1) + (a2 + a3)) + tail;                              \
-        if ((specdec_hor(signs) | tail_signs) < 0 || sum - sum != 0.0) {               \
-            *valid = 0;                                                                \
-            *before = total;                                                           \
-            return b;                                                                  \
-        }                                                                              \
-        if (end == n || total + sum >= u) {                                            \
-            *valid = 1;                                                                \
-            *before = total;                                                           \
-            return b;                                                                  \
-        }                                                                              \
+        /* NaN never crosses: it runs to the end and fails the check below. */         \
+        if (end == n || total + sum >= u)                                              \
+            break;                                                                     \
         total += sum;                                                                  \
     }                                                                                  \
+    *before = total;                                                                   \
+    *valid = (specdec_hor(signs) | tail_signs) >= 0 && total - total == 0.0           \
+             && sum - sum == 0.0;                                                      \
+    return b;                                                                          \
 }
 #else
 #define SPECDEC_ROW_CROSSING_BLOCK(NAME, T, LOAD)                                     \

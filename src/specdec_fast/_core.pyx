@@ -129,7 +129,7 @@ cdef bint _is_buffer(object obj):
 
 cdef int check_row(object row, str name, Py_ssize_t i, Py_ssize_t vocab_size) except -1:
     """A row must be a 1-D sequence with at least ``vocab_size`` entries."""
-    cdef Py_ssize_t length
+    cdef Py_ssize_t length = 0
     if type(row) is list:
         length = PyList_GET_SIZE(row)
     elif cnp.PyArray_Check(row):
@@ -347,7 +347,9 @@ cdef int read_tokens(object tokens, Py_ssize_t K, Py_ssize_t vocab_size, Py_ssiz
             raise TypeError(f"draft_tokens must hold integers, got dtype {tokens.dtype}")
         if cnp.PyArray_NDIM(tokens) != 1:
             raise ValueError(f"draft_tokens must be 1-D, got {cnp.PyArray_NDIM(tokens)}-D")
-        arr = np.ascontiguousarray(tokens, dtype=np.intp)
+        arr = tokens
+        if cnp.PyArray_TYPE(arr) != cnp.NPY_INTP or not cnp.PyArray_ISCARRAY_RO(arr):
+            arr = np.ascontiguousarray(tokens, dtype=np.intp)
         for i in range(K):
             out[i] = (<Py_ssize_t*>cnp.PyArray_DATA(arr))[i]
             if not 0 <= out[i] < vocab_size:

@@ -38,7 +38,8 @@ cdef extern from "block_sums.h" nogil:
                                       double u, double* before, int* valid)
 
 cdef enum:
-    BLOCK = 128          # elements per block sum
+    BLOCK = 1024         # elements per block sum, at the least
+    SUB_BLOCK = 32       # elements per sub-block sum inside the crossing block
     MAX_BLOCKS = 1024    # block sums kept on the stack; longer rows use longer blocks
 
 cdef double EPS = 1.1102230246251565e-16      # 2**-53, the unit roundoff
@@ -55,11 +56,23 @@ cdef inline double positive_part(double d) noexcept nogil:
     return d if d > 0.0 else 0.0
 
 
-cdef inline Py_ssize_t block_length(Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t length = BLOCK
+cdef inline Py_ssize_t block_length(Py_ssize_t n, Py_ssize_t least) noexcept nogil:
+    """A block length of at least ``least`` that cuts ``n`` into at most MAX_BLOCKS."""
+    cdef Py_ssize_t length = least
     while length * MAX_BLOCKS < n:
         length *= 2
     return length
+
+
+cdef inline Py_ssize_t crossing(const double* sums, Py_ssize_t count, double target,
+                                double* below) noexcept nogil:
+    """The first block at which ``below`` plus the running sum reaches ``target``
+    (the last block when none does); adds the blocks before it to ``below``."""
+    cdef Py_ssize_t b = 0
+    while b < count - 1 and below[0] + sums[b] < target:
+        below[0] += sums[b]
+        b += 1
+    return b
 
 
 cdef inline bint certified(double below, double at, double u, double tol, double tiny,
@@ -121,32 +134,37 @@ cdef Py_ssize_t residual_sample_serial(const real* p, const real* q, Py_ssize_t 
     return 0
 
 
+cdef inline bint residual_sums(const real* p, const real* q, Py_ssize_t n, Py_ssize_t length,
+                               double* sums) noexcept nogil:
+    if real is float:
+        return residual_block_sums_f32(p, q, n, length, sums)
+    else:
+        return residual_block_sums_f64(p, q, n, length, sums)
+
+
 cdef Py_ssize_t residual_sample(const real* p, const real* q, Py_ssize_t n, double u,
                                 bint compensated, Py_ssize_t* bad) noexcept nogil:
     cdef double sums[MAX_BLOCKS]
-    cdef Py_ssize_t length = block_length(n)
+    cdef Py_ssize_t length = block_length(n, BLOCK), sub
     cdef Py_ssize_t nblocks = (n + length - 1) // length
-    cdef Py_ssize_t b, v
-    cdef double z = 0.0, target, below, at, tol
-    cdef bint valid
-    if real is float:
-        valid = residual_block_sums_f32(p, q, n, length, sums)
-    else:
-        valid = residual_block_sums_f64(p, q, n, length, sums)
+    cdef Py_ssize_t b, v, start, count
+    cdef double z = 0.0, target, below = 0.0, at, tol
+    cdef bint valid = residual_sums(p, q, n, length, sums)
     for b in range(nblocks):
         z += sums[b]
     # Leave anything unusual to the serial path: invalid values, a zero or
     # overflowing residual, sums so small or large that scaling by z underflows.
     if not (valid and 1e-290 < z <= 1e290):
         return residual_sample_serial(p, q, n, u, compensated, bad)
+    # Locate the crossing: the block, then the sub-block within it, then the
+    # element, keeping ``below`` a sum of the residual before the candidate.
     target = u * z
-    below = 0.0
-    b = 0
-    while b < nblocks - 1 and below + sums[b] < target:
-        below += sums[b]
-        b += 1
+    start = crossing(sums, nblocks, target, &below) * length
+    count = min(length, n - start)
+    sub = block_length(count, SUB_BLOCK)
+    residual_sums(p + start, q + start, count, sub, sums)
+    v = start + crossing(sums, (count + sub - 1) // sub, target, &below) * sub
     at = below
-    v = b * length
     while v < n:
         at = below + positive_part(<double>p[v] - <double>q[v])
         if at >= target:
@@ -178,19 +196,28 @@ cdef Py_ssize_t cumulative_sample_serial(const real* p, Py_ssize_t n, double u,
     return 0
 
 
+cdef inline Py_ssize_t row_crossing(const real* p, Py_ssize_t n, Py_ssize_t length, double u,
+                                    double* below, int* valid) noexcept nogil:
+    if real is float:
+        return row_crossing_block_f32(p, n, length, u, below, valid)
+    else:
+        return row_crossing_block_f64(p, n, length, u, below, valid)
+
+
 cdef Py_ssize_t cumulative_sample(const real* p, Py_ssize_t n, double u,
                                   Py_ssize_t* bad) noexcept nogil:
-    cdef Py_ssize_t length = block_length(n), v
-    cdef double below, at, x, tol
+    cdef Py_ssize_t length = block_length(n, BLOCK), sub, start, count, v
+    cdef double below = 0.0, inner = 0.0, at, x, tol
     cdef int valid
-    # The block where the running sum reaches u; the reference reads up to the
-    # crossing, so the blocks after it are not read at all.
-    if real is float:
-        v = row_crossing_block_f32(p, n, length, u, &below, &valid) * length
-    else:
-        v = row_crossing_block_f64(p, n, length, u, &below, &valid) * length
+    # The block where the running sum reaches u, then the sub-block within it;
+    # the reference reads up to the crossing, so later blocks are not read.
+    start = row_crossing(p, n, length, u, &below, &valid) * length
     if not valid:
         return cumulative_sample_serial(p, n, u, bad)
+    count = min(length, n - start)
+    sub = block_length(count, SUB_BLOCK)
+    v = start + row_crossing(p + start, count, sub, u - below, &inner, &valid) * sub
+    below += inner
     at = below
     while v < n:
         x = p[v]
