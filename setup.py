@@ -49,7 +49,7 @@ def extension(name):
 
 setup(
     ext_modules=cythonize(
-        [extension("_rng"), extension("_kernel"), extension("_core")],
+        [extension(name) for name in ("_rng", "_kernel", "_core", "_batch")],
         compiler_directives=directives,
         include_path=["src"],
     ),

@@ -10,6 +10,8 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
     ) from exc
 
 from specdec_fast._core import speculative_decode_sim  # noqa: E402
+from specdec_fast.batch import VerifyResult, verify_batch  # noqa: E402
 
-__all__ = ["Rng", "get_default_rng", "seed", "speculative_decode_sim"]
+__all__ = ["Rng", "VerifyResult", "get_default_rng", "seed", "speculative_decode_sim",
+           "verify_batch"]
 __version__ = "0.1.0"

@@ -31,6 +31,10 @@
 
 #if defined(__GNUC__) || defined(__clang__)
 #define SPECDEC_VECTOR 1
+#if defined(__GNUC__) && !defined(__clang__)
+/* The vector helpers are static inline: no ABI crosses a call boundary. */
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
 #define SPECDEC_LANES 8
 typedef double specdec_vd __attribute__((vector_size(64)));
 typedef float specdec_vf __attribute__((vector_size(32)));
@@ -230,6 +234,120 @@ static ptrdiff_t NAME(const T *p, ptrdiff_t n, ptrdiff_t block, double u,       
 }
 #endif
 
+/*
+ * row_block_sums_T(p, n, block, sums): sums[b] = sum of block b of p, for
+ * every block.  Returns 1 when every value is finite and non-negative (a 0 may
+ * be a false alarm, never a 1), else 0.
+ */
+#ifdef SPECDEC_VECTOR
+#define SPECDEC_ROW_BLOCK_SUMS(NAME, T, LOAD)                                         \
+SPECDEC_CLONES                                                                         \
+static int NAME(const T *p, ptrdiff_t n, ptrdiff_t block, double *sums)               \
+{                                                                                      \
+    specdec_vi signs = {0};                                                            \
+    int64_t tail_signs = 0;                                                            \
+    double total = 0.0;                                                                \
+    ptrdiff_t start, b = 0;                                                            \
+    for (start = 0; start < n; start += block, b++) {                                  \
+        ptrdiff_t end = start + block < n ? start + block : n, v = start;              \
+        specdec_vd a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                             \
+        double tail = 0.0;                                                             \
+        for (; v + 4 * SPECDEC_LANES <= end; v += 4 * SPECDEC_LANES) {                 \
+            specdec_vd x0 = LOAD(p + v), x1 = LOAD(p + v + SPECDEC_LANES);             \
+            specdec_vd x2 = LOAD(p + v + 2 * SPECDEC_LANES);                           \
+            specdec_vd x3 = LOAD(p + v + 3 * SPECDEC_LANES);                           \
+            a0 += x0; a1 += x1; a2 += x2; a3 += x3;                                    \
+            signs |= ((specdec_vi)x0 | (specdec_vi)x1) | ((specdec_vi)x2 | (specdec_vi)x3); \
+        }                                                                              \
+        for (; v < end; v++) {                                                         \
+            tail += p[v];                                                              \
+            tail_signs |= specdec_bits(p[v]);                                          \
+        }                                                                              \
+        sums[b] = specdec_hsum((a0 + a1) + (a2 + a3)) + tail;                          \
+        total += sums[b];                                                              \
+    }                                                                                  \
+    return (specdec_hor(signs) | tail_signs) >= 0 && total - total == 0.0;             \
+}
+#else
+#define SPECDEC_ROW_BLOCK_SUMS(NAME, T, LOAD)                                         \
+static int NAME(const T *p, ptrdiff_t n, ptrdiff_t block, double *sums)               \
+{                                                                                      \
+    int64_t signs = 0;                                                                 \
+    double total = 0.0;                                                                \
+    ptrdiff_t start, b = 0, v;                                                         \
+    for (start = 0; start < n; start += block, b++) {                                  \
+        ptrdiff_t end = start + block < n ? start + block : n;                         \
+        double a0 = 0.0, a1 = 0.0;                                                     \
+        for (v = start; v + 2 <= end; v += 2) {                                        \
+            a0 += p[v];                                                                \
+            a1 += p[v + 1];                                                            \
+            signs |= specdec_bits(p[v]) | specdec_bits(p[v + 1]);                      \
+        }                                                                              \
+        for (; v < end; v++) {                                                         \
+            a0 += p[v];                                                                \
+            signs |= specdec_bits(p[v]);                                               \
+        }                                                                              \
+        sums[b] = a0 + a1;                                                             \
+        total += sums[b];                                                              \
+    }                                                                                  \
+    return signs >= 0 && total - total == 0.0;                                         \
+}
+#endif
+
+/*
+ * row_max_T(p, n, valid): the largest value of p (exact: max does not round).
+ * *valid as for the sums above.
+ */
+#ifdef SPECDEC_VECTOR
+#define SPECDEC_ROW_MAX(NAME, T, LOAD)                                                \
+SPECDEC_CLONES                                                                         \
+static double NAME(const T *p, ptrdiff_t n, int *valid)                               \
+{                                                                                      \
+    specdec_vd m0 = {0}, m1 = {0}, s0 = {0}, s1 = {0};                                 \
+    specdec_vi signs = {0};                                                            \
+    int64_t tail_signs = 0;                                                            \
+    double best = 0.0, total = 0.0;                                                    \
+    ptrdiff_t v = 0;                                                                   \
+    for (; v + 2 * SPECDEC_LANES <= n; v += 2 * SPECDEC_LANES) {                       \
+        specdec_vd x0 = LOAD(p + v), x1 = LOAD(p + v + SPECDEC_LANES);                 \
+        specdec_vi k0 = m0 < x0, k1 = m1 < x1;                                         \
+        m0 = (specdec_vd)((k0 & (specdec_vi)x0) | (~k0 & (specdec_vi)m0));             \
+        m1 = (specdec_vd)((k1 & (specdec_vi)x1) | (~k1 & (specdec_vi)m1));             \
+        s0 += x0; s1 += x1;                                                            \
+        signs |= (specdec_vi)x0 | (specdec_vi)x1;                                      \
+    }                                                                                  \
+    for (int j = 0; j < SPECDEC_LANES; j++) {                                          \
+        best = m0[j] > best ? m0[j] : best;                                            \
+        best = m1[j] > best ? m1[j] : best;                                            \
+    }                                                                                  \
+    for (; v < n; v++) {                                                               \
+        double x = p[v];                                                               \
+        best = x > best ? x : best;                                                    \
+        total += x;                                                                    \
+        tail_signs |= specdec_bits(x);                                                 \
+    }                                                                                  \
+    total += specdec_hsum(s0 + s1);                                                    \
+    *valid = (specdec_hor(signs) | tail_signs) >= 0 && total - total == 0.0;           \
+    return best;                                                                       \
+}
+#else
+#define SPECDEC_ROW_MAX(NAME, T, LOAD)                                                \
+static double NAME(const T *p, ptrdiff_t n, int *valid)                               \
+{                                                                                      \
+    double best = 0.0, total = 0.0;                                                    \
+    int64_t signs = 0;                                                                 \
+    ptrdiff_t v;                                                                       \
+    for (v = 0; v < n; v++) {                                                          \
+        double x = p[v];                                                               \
+        best = x > best ? x : best;                                                    \
+        total += x;                                                                    \
+        signs |= specdec_bits(x);                                                      \
+    }                                                                                  \
+    *valid = signs >= 0 && total - total == 0.0;                                       \
+    return best;                                                                       \
+}
+#endif
+
 #ifdef SPECDEC_VECTOR
 #define SPECDEC_LOAD_D specdec_load_d
 #define SPECDEC_LOAD_F specdec_load_f
@@ -242,5 +360,9 @@ SPECDEC_RESIDUAL_BLOCK_SUMS(residual_block_sums_f64, double, SPECDEC_LOAD_D)
 SPECDEC_RESIDUAL_BLOCK_SUMS(residual_block_sums_f32, float, SPECDEC_LOAD_F)
 SPECDEC_ROW_CROSSING_BLOCK(row_crossing_block_f64, double, SPECDEC_LOAD_D)
 SPECDEC_ROW_CROSSING_BLOCK(row_crossing_block_f32, float, SPECDEC_LOAD_F)
+SPECDEC_ROW_BLOCK_SUMS(row_block_sums_f64, double, SPECDEC_LOAD_D)
+SPECDEC_ROW_BLOCK_SUMS(row_block_sums_f32, float, SPECDEC_LOAD_F)
+SPECDEC_ROW_MAX(row_max_f64, double, SPECDEC_LOAD_D)
+SPECDEC_ROW_MAX(row_max_f32, float, SPECDEC_LOAD_F)
 
 #endif

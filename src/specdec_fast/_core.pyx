@@ -34,7 +34,8 @@ cdef extern from "Python.h":
     double PyFloat_AS_DOUBLE_ptr "PyFloat_AS_DOUBLE"(PyObject* op)
 
 # The reference's sum() is compensated (Neumaier) from CPython 3.12 on.
-cdef bint COMPENSATED_SUM = sys.version_info >= (3, 12)
+COMPENSATED_SUM = sys.version_info >= (3, 12)
+cdef bint compensated_sum = COMPENSATED_SUM
 
 # Rows at least this long are sampled with the GIL released.
 cdef Py_ssize_t NOGIL_MIN_LENGTH = 4096
@@ -381,8 +382,8 @@ cdef inline int check_probability(double x, str name, Py_ssize_t i, Py_ssize_t v
 
 cdef Py_ssize_t residual_rows(Row* p, Row* q, Py_ssize_t n, double u, Py_ssize_t* bad) noexcept nogil:
     if p.single:
-        return residual_sample(<const float*>p.data, <const float*>q.data, n, u, COMPENSATED_SUM, bad)
-    return residual_sample(<const double*>p.data, <const double*>q.data, n, u, COMPENSATED_SUM, bad)
+        return residual_sample(<const float*>p.data, <const float*>q.data, -1, n, u, compensated_sum, bad)
+    return residual_sample(<const double*>p.data, <const double*>q.data, -1, n, u, compensated_sum, bad)
 
 
 cdef Py_ssize_t cumulative_row(Row* p, Py_ssize_t n, double u, Py_ssize_t* bad) noexcept nogil:
@@ -493,7 +494,7 @@ cdef int check_all_probabilities(Matrix* m, str name, Py_ssize_t nrows, Py_ssize
 
 
 def speculative_decode_sim(draft_probs, target_probs, draft_tokens, vocab_size, *,
-                           rng=None, uniforms=None, check_all=False):
+                           rng=None, uniforms=None, check_all=False, semantics="reference"):
     """Compiled twin of the reference; see ``specdec_fast.speculative_decode_sim``."""
     cdef Matrix target, draft
     cdef Uniforms src
@@ -503,7 +504,13 @@ def speculative_decode_sim(draft_probs, target_probs, draft_tokens, vocab_size, 
     cdef Py_ssize_t* out = small_out
     cdef Py_ssize_t K, V, i, n = 0, t
     cdef double p, q, u
-    cdef bint bonus
+    cdef bint bonus, exact
+    if semantics == "reference":
+        exact = False
+    elif semantics == "exact":
+        exact = True
+    else:
+        raise ValueError(f"semantics must be 'reference' or 'exact', got {semantics!r}")
     V = as_size(vocab_size, "vocab_size")
     if V < 1:
         raise ValueError(f"vocab_size must be at least 1, got {V}")
@@ -533,17 +540,19 @@ def speculative_decode_sim(draft_probs, target_probs, draft_tokens, vocab_size, 
             check_probability(p, "target_probs", i, t)
             q = read_entry(&draft, i, t, "draft_probs")
             check_probability(q, "draft_probs", i, t)
-            if q == 0.0:
-                bonus = False
+            if q == 0.0 and not exact:
+                bonus = False                                # R2: stop, no token
                 break
-            next_uniform(&src, &u)                           # R3
-            if u < p / q:
-                out[n] = t
-                n += 1
-                continue
+            if q != 0.0:
+                next_uniform(&src, &u)                       # R3
+                if u < p / q:
+                    out[n] = t
+                    n += 1
+                    continue
             next_uniform(&src, &u)                           # R4
             out[n] = sample_residual(&target, &draft, i, V, u)
             n += 1
+            bonus = not exact                                # R6: the reference's bonus
             break
         if bonus and n == K and target.nrows > K:           # R6, R7
             next_uniform(&src, &u)

@@ -27,6 +27,8 @@ offending index in ``bad[0]``.
 from libc.float cimport DBL_MAX
 from libc.math cimport fabs
 
+from specdec_fast._rng cimport xoshiro256plus_next_double
+
 cdef extern from "block_sums.h" nogil:
     int residual_block_sums_f64(const double* p, const double* q, Py_ssize_t n,
                                 Py_ssize_t block, double* sums)
@@ -36,6 +38,10 @@ cdef extern from "block_sums.h" nogil:
                                       double u, double* before, int* valid)
     Py_ssize_t row_crossing_block_f32(const float* p, Py_ssize_t n, Py_ssize_t block,
                                       double u, double* before, int* valid)
+    int row_block_sums_f64(const double* p, Py_ssize_t n, Py_ssize_t block, double* sums)
+    int row_block_sums_f32(const float* p, Py_ssize_t n, Py_ssize_t block, double* sums)
+    double row_max_f64(const double* p, Py_ssize_t n, int* valid)
+    double row_max_f32(const float* p, Py_ssize_t n, int* valid)
 
 cdef enum:
     BLOCK = 1024         # elements per block sum, at the least
@@ -90,25 +96,32 @@ cdef inline bint certified(double below, double at, double u, double tol, double
     return first or below * (1.0 + tol) + tiny < u
 
 
-cdef Py_ssize_t residual_sample_serial(const real* p, const real* q, Py_ssize_t n, double u,
-                                       bint compensated, Py_ssize_t* bad) noexcept nogil:
+cdef inline double residual_at(const real* p, const real* q, Py_ssize_t onehot,
+                               Py_ssize_t v) noexcept nogil:
+    """``max(0, p_v - q_v)``; with ``q`` NULL the draft is one-hot at ``onehot``."""
+    if q != NULL:
+        return positive_part(<double>p[v] - <double>q[v])
+    return positive_part(<double>p[v] - (1.0 if v == onehot else 0.0))
+
+
+cdef Py_ssize_t residual_sample_serial(const real* p, const real* q, Py_ssize_t onehot,
+                                       Py_ssize_t n, double u, bint compensated,
+                                       Py_ssize_t* bad) noexcept nogil:
     """R4 exactly as the reference runs it, validating every value it reads.
 
     ``compensated`` selects the ``sum()`` of the running interpreter: a plain
     left-to-right sum (CPython <= 3.11) or Neumaier's compensated sum (3.12+).
     """
-    cdef double z = 0.0, c = 0.0, t, a, x, y, cum = 0.0
+    cdef double z = 0.0, c = 0.0, t, a, cum = 0.0
     cdef Py_ssize_t v
     for v in range(n):
-        x = p[v]
-        if not is_probability(x):
+        if not is_probability(p[v]):
             bad[0] = v
             return BAD_TARGET
-        y = q[v]
-        if not is_probability(y):
+        if q != NULL and not is_probability(q[v]):
             bad[0] = v
             return BAD_DRAFT
-        a = positive_part(x - y)
+        a = residual_at(p, q, onehot, v)
         if compensated:
             t = z + a
             if fabs(z) >= fabs(a):
@@ -122,7 +135,7 @@ cdef Py_ssize_t residual_sample_serial(const real* p, const real* q, Py_ssize_t 
         z += c
     if z > 0.0:
         for v in range(n):
-            cum += positive_part(<double>p[v] - <double>q[v]) / z
+            cum += residual_at(p, q, onehot, v) / z
             if u <= cum:
                 return v
     else:
@@ -134,39 +147,66 @@ cdef Py_ssize_t residual_sample_serial(const real* p, const real* q, Py_ssize_t 
     return 0
 
 
-cdef inline bint residual_sums(const real* p, const real* q, Py_ssize_t n, Py_ssize_t length,
-                               double* sums) noexcept nogil:
+cdef inline bint row_sums(const real* p, Py_ssize_t n, Py_ssize_t length,
+                          double* sums) noexcept nogil:
     if real is float:
-        return residual_block_sums_f32(p, q, n, length, sums)
+        return row_block_sums_f32(p, n, length, sums)
     else:
-        return residual_block_sums_f64(p, q, n, length, sums)
+        return row_block_sums_f64(p, n, length, sums)
 
 
-cdef Py_ssize_t residual_sample(const real* p, const real* q, Py_ssize_t n, double u,
-                                bint compensated, Py_ssize_t* bad) noexcept nogil:
+cdef bint residual_sums(const real* p, const real* q, Py_ssize_t onehot, Py_ssize_t n,
+                        Py_ssize_t length, double* sums) noexcept nogil:
+    """Block sums of the residual; validity as for the C block sums."""
+    cdef double left, right
+    cdef Py_ssize_t b, start, j
+    cdef bint valid
+    if q != NULL:
+        if real is float:
+            return residual_block_sums_f32(p, q, n, length, sums)
+        else:
+            return residual_block_sums_f64(p, q, n, length, sums)
+    valid = row_sums(p, n, length, sums)
+    if 0 <= onehot < n:
+        # Re-add the block that holds the draft token, with its residual in place of p.
+        b = onehot // length
+        start = b * length
+        j = onehot - start
+        row_sums(p + start, j, max(j, 1), &left)
+        row_sums(p + onehot + 1, min(length, n - start) - j - 1, length, &right)
+        sums[b] = (left + residual_at(p, q, onehot, onehot)) + right
+    return valid
+
+
+cdef Py_ssize_t residual_sample(const real* p, const real* q, Py_ssize_t onehot, Py_ssize_t n,
+                                double u, bint compensated, Py_ssize_t* bad) noexcept nogil:
     cdef double sums[MAX_BLOCKS]
     cdef Py_ssize_t length = block_length(n, BLOCK), sub
     cdef Py_ssize_t nblocks = (n + length - 1) // length
     cdef Py_ssize_t b, v, start, count
     cdef double z = 0.0, target, below = 0.0, at, tol
-    cdef bint valid = residual_sums(p, q, n, length, sums)
+    cdef const real* q_block
+    cdef bint valid = residual_sums(p, q, onehot, n, length, sums)
     for b in range(nblocks):
         z += sums[b]
     # Leave anything unusual to the serial path: invalid values, a zero or
     # overflowing residual, sums so small or large that scaling by z underflows.
     if not (valid and 1e-290 < z <= 1e290):
-        return residual_sample_serial(p, q, n, u, compensated, bad)
+        return residual_sample_serial(p, q, onehot, n, u, compensated, bad)
     # Locate the crossing: the block, then the sub-block within it, then the
     # element, keeping ``below`` a sum of the residual before the candidate.
     target = u * z
     start = crossing(sums, nblocks, target, &below) * length
     count = min(length, n - start)
     sub = block_length(count, SUB_BLOCK)
-    residual_sums(p + start, q + start, count, sub, sums)
+    q_block = NULL
+    if q != NULL:
+        q_block = q + start
+    residual_sums(p + start, q_block, onehot - start, count, sub, sums)
     v = start + crossing(sums, (count + sub - 1) // sub, target, &below) * sub
     at = below
     while v < n:
-        at = below + positive_part(<double>p[v] - <double>q[v])
+        at = below + residual_at(p, q, onehot, v)
         if at >= target:
             break
         below = at
@@ -177,7 +217,7 @@ cdef Py_ssize_t residual_sample(const real* p, const real* q, Py_ssize_t n, doub
             return v
     elif below / z * (1.0 + tol) + <double>(n + 2) * TINY < u:
         return 0
-    return residual_sample_serial(p, q, n, u, compensated, bad)
+    return residual_sample_serial(p, q, onehot, n, u, compensated, bad)
 
 
 cdef Py_ssize_t cumulative_sample_serial(const real* p, Py_ssize_t n, double u,
@@ -237,3 +277,127 @@ cdef Py_ssize_t cumulative_sample(const real* p, Py_ssize_t n, double u,
     elif below * (1.0 + tol) < u:
         return 0
     return cumulative_sample_serial(p, n, u, bad)
+
+
+cdef Py_ssize_t row_argmax(const real* p, Py_ssize_t n, Py_ssize_t* bad) noexcept nogil:
+    """The index of the largest value, the lowest on ties (greedy decoding)."""
+    cdef int valid
+    cdef double best
+    cdef Py_ssize_t v
+    if real is float:
+        best = row_max_f32(p, n, &valid)
+    else:
+        best = row_max_f64(p, n, &valid)
+    if not valid:
+        for v in range(n):
+            if not is_probability(p[v]):
+                bad[0] = v
+                return BAD_TARGET
+    for v in range(n):
+        if p[v] == best:
+            return v
+    return 0
+
+
+cdef inline bint next_uniform(UniformStream* stream, double* u) noexcept nogil:
+    """Draw the next uniform; False when a replay has run out."""
+    if stream.state != NULL:
+        u[0] = xoshiro256plus_next_double(stream.state)
+        return True
+    if stream.used >= stream.count:
+        return False
+    u[0] = stream.values[stream.used]
+    stream.used += 1
+    return True
+
+
+cdef inline VerifyOutcome failed(VerifyOutcome outcome, int error, Py_ssize_t row,
+                                 Py_ssize_t index) noexcept nogil:
+    outcome.error = error
+    outcome.row = row
+    outcome.index = index
+    return outcome
+
+
+cdef VerifyOutcome verify_row(const real* target, Py_ssize_t target_stride,
+                              Py_ssize_t target_rows, const real* draft,
+                              Py_ssize_t draft_stride, const Py_ssize_t* tokens,
+                              Py_ssize_t k, Py_ssize_t n, int semantics, bint greedy,
+                              bint compensated, UniformStream* stream,
+                              Py_ssize_t* out) noexcept nogil:
+    """One sequence's verify step: ``k`` drafts against rows of ``target``.
+
+    Row ``i`` of the target starts at ``target + i * target_stride``; the same for
+    ``draft``, which may be NULL for a deterministic proposer (one-hot drafts).
+    Writes the emitted tokens to ``out`` (room for ``k + 2``).
+    """
+    cdef VerifyOutcome outcome
+    cdef const real* p
+    cdef const real* q = NULL
+    cdef Py_ssize_t i, t, token, bad = 0
+    cdef double pt, qt, u
+    outcome.emitted = 0
+    outcome.accepted = 0
+    outcome.error = OK
+    for i in range(k):                                           # R1
+        t = tokens[i]
+        if not 0 <= t < n:
+            return failed(outcome, BAD_TOKEN, i, t)
+        p = target + i * target_stride
+        if greedy:
+            token = row_argmax(p, n, &bad)
+            if token < 0:
+                return failed(outcome, BAD_TARGET_VALUE, i, bad)
+            out[outcome.emitted] = token
+            outcome.emitted += 1
+            if token != t:
+                return outcome
+            outcome.accepted += 1
+            continue
+        pt = p[t]                                                # R2
+        if not is_probability(pt):
+            return failed(outcome, BAD_TARGET_VALUE, i, t)
+        qt = 1.0
+        if draft != NULL:
+            q = draft + i * draft_stride
+            qt = q[t]
+            if not is_probability(qt):
+                return failed(outcome, BAD_DRAFT_VALUE, i, t)
+        if qt == 0.0 and semantics == REFERENCE:
+            return outcome                                       # R2: no token, no bonus
+        if qt != 0.0:                                            # R3
+            if not next_uniform(stream, &u):
+                return failed(outcome, OUT_OF_UNIFORMS, i, 0)
+            if u < pt / qt:
+                out[outcome.emitted] = t
+                outcome.emitted += 1
+                outcome.accepted += 1
+                continue
+        if not next_uniform(stream, &u):                         # R4
+            return failed(outcome, OUT_OF_UNIFORMS, i, 0)
+        token = residual_sample(p, q, t, n, u, compensated, &bad)
+        if token == BAD_TARGET:
+            return failed(outcome, BAD_TARGET_VALUE, i, bad)
+        if token == BAD_DRAFT:
+            return failed(outcome, BAD_DRAFT_VALUE, i, bad)
+        out[outcome.emitted] = token
+        outcome.emitted += 1
+        break
+    # The bonus row: after all k accepted, and under the reference's rule R6
+    # also after a rejection at the last position.
+    if target_rows <= k:
+        return outcome
+    if outcome.accepted < k and not (semantics == REFERENCE and outcome.emitted == k):
+        return outcome
+    p = target + k * target_stride
+    if greedy:
+        token = row_argmax(p, n, &bad)
+    else:
+        if not next_uniform(stream, &u):
+            return failed(outcome, OUT_OF_UNIFORMS, k, 0)
+        token = cumulative_sample(p, n, u, &bad)
+    if token < 0:
+        return failed(outcome, BAD_TARGET_VALUE, k, bad)
+    out[outcome.emitted] = token
+    outcome.emitted += 1
+    return outcome

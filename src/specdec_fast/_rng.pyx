@@ -34,6 +34,28 @@ cdef uint64_t seed_word(object seed) except? 0:
     return value
 
 
+cdef Py_ssize_t array_size(object size) except -1:
+    if isinstance(size, (bool, float)):
+        raise TypeError(f"size must be an int or None, not {type(size).__name__}")
+    n = operator.index(size)
+    if n < 0:
+        raise ValueError(f"size must be non-negative, got {n}")
+    return n
+
+
+def seeded_states(seeds):
+    """(n, 4) uint64: row i is the state of ``Rng(seeds[i])``."""
+    cdef cnp.ndarray keys = np.ascontiguousarray(seeds, dtype=np.uint64)
+    cdef Py_ssize_t i, n = keys.shape[0]
+    cdef cnp.ndarray out = np.empty((n, 4), dtype=np.uint64)
+    cdef uint64_t* key_data = <uint64_t*>cnp.PyArray_DATA(keys)
+    cdef xoshiro256plus_state* states = <xoshiro256plus_state*>cnp.PyArray_DATA(out)
+    with nogil:
+        for i in range(n):
+            xoshiro256plus_seed(&states[i], key_data[i])
+    return out
+
+
 cdef class Rng:
     """xoshiro256+ pseudo-random generator (Blackman & Vigna).
 
@@ -51,11 +73,7 @@ cdef class Rng:
         cdef Py_ssize_t i, n
         if size is None:
             return xoshiro256plus_next_double(&self.c_state)
-        if isinstance(size, (bool, float)):
-            raise TypeError(f"size must be an int or None, not {type(size).__name__}")
-        n = operator.index(size)
-        if n < 0:
-            raise ValueError(f"size must be non-negative, got {n}")
+        n = array_size(size)
         out = np.empty(n, dtype=np.float64)
         data = <double*>cnp.PyArray_DATA(out)
         with nogil:
@@ -63,9 +81,20 @@ cdef class Rng:
                 data[i] = xoshiro256plus_next_double(&self.c_state)
         return out
 
-    def next_uint64(self):
-        """The generator's next raw 64-bit output, as an int."""
-        return xoshiro256plus_next(&self.c_state)
+    def next_uint64(self, size=None):
+        """The next raw 64-bit output as an int, or a uint64 array of ``size`` of them."""
+        cdef cnp.ndarray out
+        cdef uint64_t* data
+        cdef Py_ssize_t i, n
+        if size is None:
+            return xoshiro256plus_next(&self.c_state)
+        n = array_size(size)
+        out = np.empty(n, dtype=np.uint64)
+        data = <uint64_t*>cnp.PyArray_DATA(out)
+        with nogil:
+            for i in range(n):
+                data[i] = xoshiro256plus_next(&self.c_state)
+        return out
 
     def jump(self):
         """Advance by 2**128 steps (the published jump); returns self.

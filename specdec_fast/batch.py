@@ -1,0 +1,263 @@
+"""``verify_batch``: the verify step for a batch of sequences, on arrays.
+
+This module validates and prepares the arrays; the loop over rows runs in the
+compiled kernel (``_batch.verify_rows`` over ``_kernel.verify_row``) without the
+GIL, on disjoint row ranges when more than one thread is asked for.
+
+Randomness is keyed by row, never by thread or split: every row b draws from
+its own xoshiro256+ stream, so a row's tokens depend only on its inputs and
+its stream.
+
+- ``rng`` an ``Rng`` (or an int seed, or None for the default generator):
+  row b's stream is ``Rng(key_b)``, where ``key_b`` is the b-th of B 64-bit
+  outputs (``next_uint64``) drawn from that generator.  The generator
+  advances by B outputs, so the next call draws fresh streams, and verifying
+  rows 0..B1 then B1..B in two calls gives what one call gives.
+- ``rng`` a (B,) array of seeds: row b's stream is ``Rng(seeds[b])``, so a
+  request's tokens do not depend on its slot or on who shares its batch.
+  Derive a fresh seed per request and step (for example from a counter).
+- ``rng`` a sequence of B ``Rng``: row b draws from (and advances) ``rng[b]``.
+"""
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+from specdec_fast import _batch
+from specdec_fast._core import COMPENSATED_SUM, get_default_rng
+from specdec_fast._rng import Rng, seeded_states
+
+__all__ = ["VerifyResult", "verify_batch"]
+
+# Rows per thread below which a second thread costs more than it saves.
+_MIN_WORK_PER_THREAD = 1 << 16
+
+
+class VerifyResult(NamedTuple):
+    """What ``verify_batch`` emitted, one row per sequence."""
+
+    tokens: np.ndarray        #: (B, W) int64: emitted tokens, then -1
+    num_emitted: np.ndarray   #: (B,) int64: tokens written (correction and bonus included)
+    num_accepted: np.ndarray  #: (B,) int64: draft tokens that passed
+
+
+def _probabilities(x, name, ndim=3):
+    """A float32/float64 array whose last axis is contiguous (copied only if not)."""
+    if x is None:
+        raise TypeError(f"{name} must be an array, not None")
+    if not isinstance(x, np.ndarray):
+        if hasattr(x, "__dlpack__") and not hasattr(x, "__array__"):
+            x = np.from_dlpack(x)
+        x = np.asarray(x)
+    if x.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
+    if x.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {x.shape}")
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float64)
+    elif (not x.dtype.isnative or not x.flags.aligned
+          or (x.shape[-1] > 1 and x.strides[-1] != x.itemsize)):
+        x = np.ascontiguousarray(x)
+    return x
+
+
+def _integers(x, name, shape):
+    x = np.asarray(x)
+    if x.dtype.kind not in "iu" and not (x.size == 0 and x.dtype.kind == "f"):
+        raise TypeError(f"{name} must hold integers, got dtype {x.dtype}")
+    if x.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {x.shape}")
+    if x.dtype.kind == "u" and x.size and x.max() > np.iinfo(np.intp).max:
+        bad = int(np.argmax(x > np.iinfo(np.intp).max))
+        raise ValueError(f"{name}[{bad}] = {x.flat[bad]} is out of range")
+    return np.ascontiguousarray(x, dtype=np.intp)
+
+
+def _uniforms(uniforms, B):
+    u = np.asarray(uniforms)
+    if u.dtype.kind not in "fiu":
+        raise TypeError(f"uniforms must hold real numbers, got dtype {u.dtype}")
+    if u.ndim != 2 or u.shape[0] != B:
+        raise ValueError(f"uniforms must have shape (B={B}, M), got {u.shape}")
+    u = np.ascontiguousarray(u, dtype=np.float64)
+    bad = ~((u >= 0.0) & (u < 1.0))
+    if bad.any():
+        b, j = np.argwhere(bad)[0]
+        raise ValueError(f"uniforms[{b}][{j}] = {u[b, j]!r} is outside [0, 1)")
+    return u
+
+
+def _row_states(rng, B):
+    """(B, 4) uint64 generator states, one per row, and the Rngs to write back."""
+    if rng is None or isinstance(rng, Rng):
+        generator = get_default_rng() if rng is None else rng
+        return seeded_states(generator.next_uint64(B)), None
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
+        return seeded_states(Rng(rng).next_uint64(B)), None
+    if isinstance(rng, (list, tuple)) and rng and all(isinstance(g, Rng) for g in rng):
+        if len(rng) != B:
+            raise ValueError(f"rng holds {len(rng)} generators for a batch of {B}")
+        return np.array([g.state["s"] for g in rng], dtype=np.uint64).reshape(B, 4), rng
+    seeds = np.asarray(rng)
+    if seeds.dtype.kind not in "iu":
+        raise TypeError("rng must be None, an int seed, an Rng, a (B,) array of seeds "
+                        f"or a sequence of B Rng, not {type(rng).__name__}")
+    if seeds.shape != (B,):
+        raise ValueError(f"rng seeds must have shape ({B},), got {seeds.shape}")
+    if seeds.dtype.kind == "i" and (seeds < 0).any():
+        b = int(np.argmax(seeds < 0))
+        raise ValueError(f"rng[{b}] = {seeds[b]} is not a seed in [0, 2**64)")
+    return seeded_states(seeds.astype(np.uint64)), None
+
+
+def _outputs(out, B, width):
+    if out is None:
+        return (np.empty((B, width), dtype=np.int64), np.empty(B, dtype=np.int64),
+                np.empty(B, dtype=np.int64))
+    try:
+        tokens, emitted, accepted = out
+    except (TypeError, ValueError):
+        raise TypeError("out must be a (tokens, num_emitted, num_accepted) triple of arrays") from None
+    for name, arr, shape in (("tokens", tokens, (B, width)), ("num_emitted", emitted, (B,)),
+                             ("num_accepted", accepted, (B,))):
+        if not isinstance(arr, np.ndarray) or arr.dtype != np.int64:
+            raise TypeError(f"out.{name} must be an int64 array")
+        if arr.shape != shape:
+            raise ValueError(f"out.{name} must have shape {shape}, got {arr.shape}")
+        if not (arr.flags.c_contiguous and arr.flags.writeable):
+            raise ValueError(f"out.{name} must be C-contiguous and writeable")
+    return tokens, emitted, accepted
+
+
+def verify_batch(draft_probs, target_probs, draft_tokens, *, rng=None, uniforms=None,
+                 num_draft_tokens=None, semantics="exact", greedy=False, out=None,
+                 num_threads=None) -> VerifyResult:
+    """Verify B sequences of K draft tokens each against the target.
+
+    Parameters
+    ----------
+    draft_probs : (B, K, V) array, or None
+        The draft's distributions.  None means a deterministic proposer
+        (n-gram, prompt lookup, greedy draft): q is one-hot at the draft token,
+        so a draft is accepted with probability p(t) and a rejection samples p
+        with t removed, renormalised.
+    target_probs : (B, K+1, V) or (B, K, V) array
+        The target's distributions; row K (when present) gives the bonus token.
+        float32 or float64, any strides; read in place when the last axis is
+        contiguous.  Other real dtypes are converted to float64.
+    draft_tokens : (B, K) integer array
+    rng : None, int, Rng, (B,) seeds, or a sequence of B Rng
+        Where the randomness comes from; see the module docstring.
+    uniforms : (B, M) floats in [0, 1), optional
+        Replay: row b consumes uniforms[b] in the reference's order (one per
+        accept test, one per correction, one for the bonus).
+    num_draft_tokens : (B,) ints in [0, K], optional
+        Row b uses only its first n_b drafts; its bonus comes from row n_b.
+    semantics : "exact" or "reference"
+        "exact": the papers' algorithm (a draft with q == 0 is a certain
+        rejection, drawn from the residual without an accept draw; the bonus
+        only when every draft passed; at most K+1 uniforms).  "reference": rules
+        R1-R8 of the reference, row by row (at most K+2 uniforms).
+    greedy : bool
+        Accept while the draft equals the target row's argmax (lowest index on
+        ties); on the first mismatch emit the argmax; all accepted: the bonus
+        row's argmax.  Consumes no randomness.
+    out : (tokens, num_emitted, num_accepted) arrays, optional
+        Preallocated int64 outputs, (B, W), (B,), (B,); W is K+1 for exact
+        semantics and K+2 for reference semantics (R6 can emit K+2 tokens).
+    num_threads : int, optional
+        Threads over rows (default: the CPUs, for batches large enough).
+        Results do not depend on it.
+
+    Returns
+    -------
+    VerifyResult(tokens, num_emitted, num_accepted)
+    """
+    if semantics not in ("exact", "reference"):
+        raise ValueError(f"semantics must be 'exact' or 'reference', got {semantics!r}")
+    target = _probabilities(target_probs, "target_probs")
+    B, R, V = target.shape
+    tokens = np.asarray(draft_tokens)
+    if tokens.ndim != 2 or tokens.shape[0] != B:
+        raise ValueError(f"draft_tokens must have shape (B={B}, K), got {tokens.shape}")
+    K = tokens.shape[1]
+    tokens = _integers(tokens, "draft_tokens", (B, K))
+    if R not in (K, K + 1):
+        raise ValueError(f"target_probs must have K={K} or K+1={K + 1} rows per sequence, got {R}")
+    if V < 1:
+        raise ValueError("target_probs must have a vocabulary of at least 1")
+    draft = None
+    if draft_probs is not None:
+        draft = _probabilities(draft_probs, "draft_probs")
+        if draft.shape != (B, K, V):
+            raise ValueError(f"draft_probs must have shape {(B, K, V)}, got {draft.shape}")
+        if draft.dtype != target.dtype:
+            target, draft = target.astype(np.float64), draft.astype(np.float64)
+    if num_draft_tokens is None:
+        counts = np.full(B, K, dtype=np.intp)
+    else:
+        counts = _integers(num_draft_tokens, "num_draft_tokens", (B,))
+        bad = (counts < 0) | (counts > K)
+        if bad.any():
+            b = int(np.argmax(bad))
+            raise ValueError(f"num_draft_tokens[{b}] = {counts[b]} is outside [0, K={K}]")
+    outside = (tokens < 0) | (tokens >= V)
+    outside &= np.arange(K) < counts[:, None]
+    if outside.any():
+        b, i = np.argwhere(outside)[0]
+        raise ValueError(f"draft_tokens[{b}][{i}] = {tokens[b, i]} is outside [0, V={V})")
+    width = K + 2 if semantics == "reference" else K + 1
+    out_tokens, out_emitted, out_accepted = _outputs(out, B, width)
+
+    states = write_back = replay = None
+    if greedy:
+        replay = np.zeros((B, 0))
+    elif uniforms is not None:
+        if rng is not None:
+            raise ValueError("pass rng or uniforms, not both")
+        replay = _uniforms(uniforms, B)
+    else:
+        states, write_back = _row_states(rng, B)
+
+    threads = _thread_count(num_threads, B, K * V)
+    bounds = np.linspace(0, B, threads + 1).astype(int)
+    args = (target, draft, tokens, counts, states, replay, semantics == "reference", greedy,
+            COMPENSATED_SUM, out_tokens, out_emitted, out_accepted)
+    if threads == 1:
+        failures = [_batch.verify_rows(*args, 0, B)]
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            failures = list(pool.map(lambda se: _batch.verify_rows(*args, *se),
+                                     zip(bounds[:-1], bounds[1:])))
+    if write_back is not None:
+        for g, s in zip(write_back, states):
+            g.state = {"bit_generator": "xoshiro256+", "s": tuple(int(w) for w in s)}
+    failures = [f for f in failures if f is not None]
+    if failures:
+        _raise(min(failures, key=lambda f: f[1]), target, draft, tokens)
+    return VerifyResult(out_tokens, out_emitted, out_accepted)
+
+
+def _thread_count(num_threads, B, work_per_row):
+    if num_threads is None:
+        enough = max(1, B * work_per_row // _MIN_WORK_PER_THREAD)
+        return max(1, min(os.cpu_count() or 1, B, enough))
+    if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)):
+        raise TypeError(f"num_threads must be an int, not {type(num_threads).__name__}")
+    if num_threads < 1:
+        raise ValueError(f"num_threads must be at least 1, got {num_threads}")
+    return int(min(num_threads, max(B, 1)))
+
+
+def _raise(failure, target, draft, tokens):
+    error, b, row, index = failure
+    if error == 1:
+        raise ValueError(f"draft_tokens[{b}][{row}] = {index} is outside [0, V)")
+    if error == 4:
+        raise ValueError(f"uniforms[{b}]: the row needs more uniforms than given "
+                         f"(ran out at position {row})")
+    name, arr = ("target_probs", target) if error == 2 else ("draft_probs", draft)
+    value = arr[b, row, index]
+    raise ValueError(f"{name}[{b}][{row}][{index}] = {value!r}: "
+                     "probabilities must be finite and non-negative")
