@@ -84,8 +84,11 @@ cdef cnp.ndarray as_real_array(object obj, str name):
     return np.ascontiguousarray(arr, dtype=np.float64)
 
 
-cdef object open_matrix(object obj, str name, Py_ssize_t need, Py_ssize_t vocab_size, Matrix* m):
+cdef object open_matrix(object obj, str name, Py_ssize_t need, Py_ssize_t readable,
+                        Py_ssize_t vocab_size, Matrix* m):
     """Check ``obj`` has ``need`` rows of at least ``vocab_size`` entries and fill ``m``.
+
+    Of a list, the first ``readable`` rows (those the call may read) are checked.
 
     Returns the object that keeps ``m``'s memory alive.
     """
@@ -102,7 +105,7 @@ cdef object open_matrix(object obj, str name, Py_ssize_t need, Py_ssize_t vocab_
         m.nrows = len(obj)
         if m.nrows < need:
             raise ValueError(f"{name} has {m.nrows} rows, fewer than the {need} it needs")
-        for i in range(min(m.nrows, need + 1)):
+        for i in range(min(m.nrows, readable)):
             check_row(<object>PyList_GET_ITEM(obj, i), name, i, vocab_size)
         return obj
     arr = as_real_array(obj, name)
@@ -111,7 +114,7 @@ cdef object open_matrix(object obj, str name, Py_ssize_t need, Py_ssize_t vocab_
     m.nrows = cnp.PyArray_DIM(arr, 0)
     if m.nrows < need:
         raise ValueError(f"{name} has {m.nrows} rows, fewer than the {need} it needs")
-    if m.nrows > 0 and cnp.PyArray_DIM(arr, 1) < vocab_size:
+    if min(m.nrows, readable) > 0 and cnp.PyArray_DIM(arr, 1) < vocab_size:
         raise ValueError(f"{name}[0] has {cnp.PyArray_DIM(arr, 1)} entries, "
                          f"fewer than vocab_size={vocab_size}")
     m.data = <char*>cnp.PyArray_DATA(arr)
@@ -275,9 +278,11 @@ cdef object open_uniforms(object rng, object uniforms, Uniforms* src):
         if rng is None:
             src.state = &default_rng.c_state
             return default_rng
-        if type(rng) is not Rng:
-            if not isinstance(rng, Rng):
+        if type(rng) is not Rng and not isinstance(rng, Rng):
+            try:
                 rng = Rng(rng)
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"rng: {exc}") from None
         src.state = &(<Rng>rng).c_state
         return rng
     if rng is not None:
@@ -319,11 +324,14 @@ cdef object open_uniforms(object rng, object uniforms, Uniforms* src):
 # Tokens and sizes.
 
 cdef Py_ssize_t as_size(object value, str name) except -1:
-    if PyLong_CheckExact(value):
-        return value
-    if isinstance(value, (bool, float)) or not hasattr(type(value), "__index__"):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    return value.__index__()
+    """A positive size given as an int (or NumPy integer)."""
+    if not PyLong_CheckExact(value):
+        if isinstance(value, (bool, float)) or not hasattr(type(value), "__index__"):
+            raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+        value = value.__index__()
+    if not 1 <= value <= PY_SSIZE_T_MAX:
+        raise ValueError(f"{name} must be at least 1 and fit in memory, got {value}")
+    return value
 
 
 cdef Py_ssize_t as_token(object item, Py_ssize_t i) except? -2:
@@ -512,14 +520,12 @@ def speculative_decode_sim(draft_probs, target_probs, draft_tokens, vocab_size, 
     else:
         raise ValueError(f"semantics must be 'reference' or 'exact', got {semantics!r}")
     V = as_size(vocab_size, "vocab_size")
-    if V < 1:
-        raise ValueError(f"vocab_size must be at least 1, got {V}")
     if type(draft_tokens) is not list and (
             isinstance(draft_tokens, (str, bytes)) or not hasattr(draft_tokens, "__len__")):
         raise TypeError(f"draft_tokens must be a sequence of ints, not {type(draft_tokens).__name__}")
     K = len(draft_tokens)
-    keep_target = open_matrix(target_probs, "target_probs", K, V, &target)
-    keep_draft = open_matrix(draft_probs, "draft_probs", K, V, &draft)
+    keep_target = open_matrix(target_probs, "target_probs", K, K + 1, V, &target)   # R5
+    keep_draft = open_matrix(draft_probs, "draft_probs", K, K, V, &draft)
     keep_uniforms = open_uniforms(rng, uniforms, &src)
     if check_all:
         check_all_probabilities(&target, "target_probs", min(target.nrows, K + 1), V)

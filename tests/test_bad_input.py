@@ -1,0 +1,433 @@
+"""Invalid input: TypeError or ValueError naming the argument and the position.
+
+The drop-in validates what the reference reads (R2-R6): p_i[t_i] and q_i[t_i]
+at each visited position, the whole rows p_i and q_i at a rejection (R4),
+p_K[0..crossing] for the bonus (R6).  Values the reference does not read
+never raise unless ``check_all=True`` (R5).
+"""
+import math
+
+import numpy as np
+import pytest
+
+import specdec_fast
+from specdec_fast import Rng
+from conftest import ONE_MINUS, assert_same, run_reference
+
+fast_sim = specdec_fast.speculative_decode_sim
+
+V = 5
+TOKENS = [1, 2, 3]
+Q = [[0.2] * V for _ in range(3)]
+P = [[0.3, 0.1, 0.1, 0.1, 0.4] for _ in range(3)] + [[0.25, 0.25, 0.25, 0.25, 0.0]]
+# All three accepted (u = 0 < 0.5), bonus u = 0.3 crosses at v = 1:
+# reads p_i[t_i], q_i[t_i] for i < 3 and p_3[0], p_3[1].
+U_ACCEPT = [0.0, 0.0, 0.0, 0.3, 0.5]
+# Position 1 rejected (0.9 >= 0.5): reads p_0[1], q_0[1], whole rows p_1 and q_1.
+U_REJECT = [0.0, 0.9, 0.5, 0.5, 0.5]
+
+
+def base(form):
+    if form == "list":
+        return [r[:] for r in Q], [r[:] for r in P]
+    dt = np.float64 if form == "f64" else np.float32
+    return np.array(Q, dtype=dt), np.array(P, dtype=dt)
+
+
+def with_value(form, which, i, v, value):
+    draft, target = base(form)
+    m = draft if which == "draft_probs" else target
+    m[i][v] = value
+    return draft, target
+
+
+READ_ACCEPT = [("target_probs", 0, 1), ("draft_probs", 0, 1), ("target_probs", 1, 2),
+               ("draft_probs", 2, 3), ("target_probs", 2, 3), ("target_probs", 3, 0),
+               ("target_probs", 3, 1)]
+UNREAD_ACCEPT = [("target_probs", 0, 0), ("draft_probs", 1, 0), ("target_probs", 3, 2),
+                 ("target_probs", 3, 4), ("draft_probs", 2, 4), ("target_probs", 1, 4)]
+READ_REJECT = [("target_probs", 1, 0), ("target_probs", 1, 4), ("draft_probs", 1, 0),
+               ("draft_probs", 1, 4), ("target_probs", 0, 1), ("draft_probs", 0, 1),
+               ("target_probs", 1, 2), ("draft_probs", 1, 3)]
+UNREAD_REJECT = [("target_probs", 2, 3), ("draft_probs", 2, 3), ("target_probs", 3, 0),
+                 ("target_probs", 0, 0), ("draft_probs", 0, 4), ("target_probs", 2, 0)]
+BAD_VALUES = [float("nan"), -0.5, -1e-40, float("inf"), -float("inf")]
+FORMS = ["list", "f64", "f32"]
+
+
+def position(which, i, v):
+    return rf"{which}\[{i}\]\[{v}\]"
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("value", BAD_VALUES, ids=repr)
+@pytest.mark.parametrize("uniforms, read", [(U_ACCEPT, READ_ACCEPT), (U_REJECT, READ_REJECT)],
+                         ids=["accept", "reject"])
+def test_invalid_value_that_is_read_raises(form, value, uniforms, read):
+    """R2-R6: a negative, NaN or infinite probability the reference reads -> ValueError."""
+    for which, i, v in read:
+        draft, target = with_value(form, which, i, v, value)
+        with pytest.raises(ValueError, match=position(which, i, v)):
+            fast_sim(draft, target, TOKENS, V, uniforms=uniforms)
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("value", BAD_VALUES, ids=repr)
+@pytest.mark.parametrize("uniforms, unread", [(U_ACCEPT, UNREAD_ACCEPT),
+                                              (U_REJECT, UNREAD_REJECT)],
+                         ids=["accept", "reject"])
+def test_invalid_value_not_read_is_ignored(form, value, uniforms, unread):
+    """R5: values the reference does not read never raise; the result is the reference's.
+
+    With ``check_all=True`` the same inputs raise, naming the position.
+    """
+    for which, i, v in unread:
+        draft, target = with_value(form, which, i, v, value)
+        ref, _ = run_reference(np.asarray(draft, dtype=float).tolist(),
+                               np.asarray(target, dtype=float).tolist(), TOKENS, V, uniforms)
+        assert_same(fast_sim(draft, target, TOKENS, V, uniforms=uniforms), ref)
+        with pytest.raises(ValueError, match=position(which, i, v)):
+            fast_sim(draft, target, TOKENS, V, uniforms=uniforms, check_all=True)
+
+
+def test_q_zero_stops_before_reading_anything_else():
+    """R2: q_0[t_0] == 0 ends the call; only p_0[t_0] and q_0[t_0] are read."""
+    draft, target = base("list")
+    draft[0][1] = 0.0
+    for which, i, v in [("target_probs", 0, 0), ("draft_probs", 0, 0), ("target_probs", 1, 2),
+                        ("target_probs", 3, 0), ("draft_probs", 2, 3)]:
+        d = [r[:] for r in draft]
+        t = [r[:] for r in target]
+        (d if which == "draft_probs" else t)[i][v] = float("nan")
+        res = fast_sim(d, t, TOKENS, V, uniforms=[])
+        assert res["tokens"] == []
+    t = [r[:] for r in target]
+    t[0][1] = -1.0
+    with pytest.raises(ValueError, match=r"target_probs\[0\]\[1\]"):
+        fast_sim(draft, t, TOKENS, V, uniforms=[])
+
+
+def test_bonus_reads_only_up_to_the_crossing():
+    """R6: with a no-crossing bonus (row sum < u) the whole of p_K is read."""
+    draft, target = base("list")
+    target[3] = [0.1, 0.1, 0.1, 0.1, float("nan")]
+    with pytest.raises(ValueError, match=r"target_probs\[3\]\[4\]"):
+        fast_sim(draft, target, TOKENS, V, uniforms=[0.0, 0.0, 0.0, 0.9])
+    # the same row, u = 0.35 crosses at v = 3: p_3[4] is not read
+    ref, _ = run_reference(Q, target, TOKENS, V, [0.0, 0.0, 0.0, 0.35])
+    assert_same(fast_sim(draft, target, TOKENS, V, uniforms=[0.0, 0.0, 0.0, 0.35]), ref)
+    # crossing at v = 0 (u = 0.0): nothing after p_3[0] is read
+    draft, target = base("f64")
+    target[3, 1:] = np.nan
+    assert fast_sim(draft, target, TOKENS, V, uniforms=[0.0, 0.0, 0.0, 0.0])["tokens"] == [1, 2, 3, 0]
+
+
+def test_long_row_bonus_validation_stops_at_crossing():
+    """R6 with V = 10,000 (block scan): NaN after the crossing is ignored, before it raises."""
+    n = 10_000
+    row = np.full(n, 1.0 / n)
+    for bad_at, u, raises in [(9_000, 0.5, False), (4_000, 0.5, True), (5_001, 0.5, False),
+                              (4_999, 0.5, True), (n - 1, ONE_MINUS, True)]:
+        t = row.copy()
+        t[bad_at] = np.nan
+        for target in (t[None, :], t[None, :].astype(np.float32), [t.tolist()]):
+            if raises:
+                with pytest.raises(ValueError, match=rf"target_probs\[0\]\[{bad_at}\]"):
+                    fast_sim([], target, [], n, uniforms=[u])
+            else:
+                res = fast_sim([], target, [], n, uniforms=[u])
+                ref, _ = run_reference([], np.asarray(target, dtype=float).tolist(), [], n, [u])
+                assert_same(res, ref)
+
+
+def test_long_row_residual_validation_reads_whole_rows():
+    """R4 with V = 10,000: any invalid value anywhere in p_i or q_i raises at a rejection."""
+    n = 10_000
+    q = np.full((1, n), 1.0 / n)
+    p = np.full((2, n), 0.5 / n)
+    p[0, 0] = 1.0
+    for which, v in [("target_probs", n - 1), ("draft_probs", n - 1), ("target_probs", 4097),
+                     ("draft_probs", 0)]:
+        d, t = q.copy(), p.copy()
+        (d if which == "draft_probs" else t)[0, v] = -1.0
+        with pytest.raises(ValueError, match=rf"{which}\[0\]\[{v}\]"):
+            fast_sim(d, t, [5], n, uniforms=[0.9, 0.5, 0.5])
+        # accepted: the rows are not read past the drafted token
+        d, t = q.copy(), p.copy()
+        (d if which == "draft_probs" else t)[0, v] = -1.0
+        if v != 5:
+            assert fast_sim(d, t, [5], n, uniforms=[0.1, 0.5])["num_accepted"] == 2
+
+
+@pytest.mark.parametrize("form", ["list", "f64"])
+def test_check_all_raises_anywhere_in_named_rows(form):
+    """check_all=True: a NaN anywhere in draft rows 0..K-1 or target rows 0..K raises."""
+    uniforms = [0.0, 0.0, 0.0, 0.0]           # would accept everything, bonus token 0
+    for which, nrows in (("draft_probs", 3), ("target_probs", 4)):
+        for i in range(nrows):
+            for v in range(V):
+                draft, target = with_value(form, which, i, v, float("nan"))
+                with pytest.raises(ValueError, match=position(which, i, v)):
+                    fast_sim(draft, target, TOKENS, V, uniforms=uniforms, check_all=True)
+    draft, target = base(form)
+    assert_same(fast_sim(draft, target, TOKENS, V, uniforms=uniforms, check_all=True),
+                fast_sim(draft, target, TOKENS, V, uniforms=uniforms))
+
+
+def test_check_all_ignores_rows_past_those_named():
+    """check_all checks draft rows < K and target rows <= K only (R5)."""
+    draft = [r[:] for r in Q] + [[float("nan")] * V]
+    target = [r[:] for r in P] + [[float("nan")] * V]
+    ref, _ = run_reference(Q, P, TOKENS, V, U_ACCEPT)
+    assert_same(fast_sim(draft, target, TOKENS, V, uniforms=U_ACCEPT, check_all=True), ref)
+
+
+# --------------------------------------------------------------------------
+# Non-numeric probabilities.
+
+@pytest.mark.parametrize("value", ["0.5", b"x", None, 1j, [0.5], object()],
+                         ids=["str", "bytes", "None", "complex", "list", "object"])
+@pytest.mark.parametrize("which, i, v", [("target_probs", 1, 2), ("draft_probs", 2, 3),
+                                          ("target_probs", 3, 0)])
+def test_non_numeric_probability_read_raises_type_error(value, which, i, v):
+    draft, target = with_value("list", which, i, v, value)
+    with pytest.raises(TypeError, match=position(which, i, v)):
+        fast_sim(draft, target, TOKENS, V, uniforms=U_ACCEPT)
+
+
+def test_non_numeric_probability_not_read_is_ignored():
+    """R5: a str where the reference never looks is never converted."""
+    draft, target = with_value("list", "target_probs", 2, 0, "junk")
+    ref, _ = run_reference(Q, P, TOKENS, V, U_ACCEPT)
+    assert_same(fast_sim(draft, target, TOKENS, V, uniforms=U_ACCEPT), ref)
+    with pytest.raises(TypeError, match=r"target_probs\[2\]\[0\]"):
+        fast_sim(draft, target, TOKENS, V, uniforms=U_ACCEPT, check_all=True)
+
+
+# --------------------------------------------------------------------------
+# Shapes: rows, row lengths.
+
+@pytest.mark.parametrize("form", FORMS)
+def test_too_few_rows(form):
+    draft, target = base(form)
+    with pytest.raises(ValueError, match=r"draft_probs has 2 rows.*3"):
+        fast_sim(draft[:2], target, TOKENS, V, uniforms=U_ACCEPT)
+    with pytest.raises(ValueError, match=r"target_probs has 2 rows.*3"):
+        fast_sim(draft, target[:2], TOKENS, V, uniforms=U_ACCEPT)
+    with pytest.raises(ValueError, match=r"draft_probs has 0 rows"):
+        fast_sim(draft[:0], target, TOKENS, V, uniforms=U_ACCEPT)
+
+
+def test_row_shorter_than_vocab_list():
+    for which, i in [("draft_probs", 0), ("draft_probs", 2), ("target_probs", 1),
+                     ("target_probs", 3)]:
+        draft, target = base("list")
+        m = draft if which == "draft_probs" else target
+        m[i] = m[i][:V - 1]
+        with pytest.raises(ValueError, match=rf"{which}\[{i}\] has {V - 1} entries.*vocab_size"):
+            fast_sim(draft, target, TOKENS, V, uniforms=U_ACCEPT)
+
+
+@pytest.mark.parametrize("form", ["f64", "f32"])
+def test_row_shorter_than_vocab_array(form):
+    draft, target = base(form)
+    with pytest.raises(ValueError, match=r"draft_probs(\[\d+\])? has 4 entries.*vocab_size"):
+        fast_sim(draft[:, :4], target, TOKENS, V, uniforms=U_ACCEPT)
+    with pytest.raises(ValueError, match=r"target_probs(\[\d+\])? has 4 entries.*vocab_size"):
+        fast_sim(draft, target[:, :4], TOKENS, V, uniforms=U_ACCEPT)
+
+
+def test_row_of_wrong_kind():
+    for row, exc in [(None, TypeError), ("abcde", TypeError), (5, TypeError),
+                     (np.zeros((1, V)), ValueError), (np.array(["a"] * V), TypeError),
+                     (np.zeros(V, complex), TypeError)]:
+        draft, target = base("list")
+        target[1] = row
+        with pytest.raises(exc, match=r"target_probs\[1\]"):
+            fast_sim(draft, target, TOKENS, V, uniforms=U_ACCEPT)
+
+
+def test_extra_draft_row_is_never_read():
+    """R5: draft_probs[K] is not one of the rows the reference reads (it reads q_0..q_{K-1}).
+
+    A call with an extra, malformed draft row must behave like the reference,
+    which never looks at it.
+    """
+    ref, _ = run_reference(Q, P, TOKENS, V, U_ACCEPT)
+    for extra in ([0.1], None, "junk"):
+        draft = [r[:] for r in Q] + [extra]
+        assert_same(fast_sim(draft, P, TOKENS, V, uniforms=U_ACCEPT), ref)
+    ref, _ = run_reference([], [[0.5, 0.5]], [], 2, [0.7])
+    assert_same(fast_sim([[0.1]], [[0.5, 0.5]], [], 2, uniforms=[0.7]), ref)
+
+
+# --------------------------------------------------------------------------
+# Tokens and vocab_size.
+
+@pytest.mark.parametrize("tokens, exc, pattern", [
+    ([1, 5, 3], ValueError, r"draft_tokens\[1\] = 5"),
+    ([1, 2, -1], ValueError, r"draft_tokens\[2\] = -1"),
+    ([1, 2, 2**80], ValueError, r"draft_tokens\[2\]"),
+    ([-(2**80), 2, 3], ValueError, r"draft_tokens\[0\]"),
+    ([1, np.int64(7), 3], ValueError, r"draft_tokens\[1\]"),
+    ([1, np.uint64(2**64 - 1), 3], ValueError, r"draft_tokens\[1\]"),
+    (np.array([1, 5, 3]), ValueError, r"draft_tokens\[1\]"),
+    (np.array([1, 2, -1], dtype=np.int8), ValueError, r"draft_tokens\[2\]"),
+    (np.array([1, 2, 2**63 + 1], dtype=np.uint64), ValueError, r"draft_tokens\[2\]"),
+    ([1, 2.0, 3], TypeError, r"draft_tokens\[1\]"),
+    ([1, np.float64(2), 3], TypeError, r"draft_tokens\[1\]"),
+    ([1, np.float32(2), 3], TypeError, r"draft_tokens\[1\]"),
+    ([1, "2", 3], TypeError, r"draft_tokens\[1\]"),
+    ([1, 2, None], TypeError, r"draft_tokens\[2\]"),
+    ([1, [2], 3], TypeError, r"draft_tokens\[1\]"),
+    (np.array([1.0, 2.0, 3.0]), TypeError, r"draft_tokens"),
+    (np.array([True, False, True]), TypeError, r"draft_tokens"),
+    (np.array([[1, 2, 3]] * 3), ValueError, r"draft_tokens"),
+    ("123", TypeError, r"draft_tokens"),
+    (None, TypeError, r"draft_tokens"),
+    (7, TypeError, r"draft_tokens"),
+], ids=lambda x: repr(x)[:30])
+def test_bad_tokens(tokens, exc, pattern):
+    draft, target = base("list")
+    with pytest.raises(exc, match=pattern):
+        fast_sim(draft, target, tokens, V, uniforms=U_ACCEPT)
+
+
+def test_token_at_vocab_boundary_is_valid():
+    ok = fast_sim(Q, P, [0, V - 1, 3], V, uniforms=U_ACCEPT)
+    ref, _ = run_reference(Q, P, [0, V - 1, 3], V, U_ACCEPT)
+    assert_same(ok, ref)
+
+
+@pytest.mark.parametrize("vocab, exc", [
+    (0, ValueError), (-1, ValueError), (-2, ValueError), (-(2**70), ValueError),
+    (np.int64(-1), ValueError), (np.int64(0), ValueError),
+    (5.0, TypeError), ("5", TypeError), (None, TypeError), ([5], TypeError),
+    (np.float64(5), TypeError),
+], ids=repr)
+def test_bad_vocab_size(vocab, exc):
+    with pytest.raises(exc, match="vocab_size"):
+        fast_sim(Q, P, TOKENS, vocab, uniforms=U_ACCEPT)
+
+
+@pytest.mark.parametrize("vocab", [6, 2**40, 2**63 - 1, 2**63, 2**64, 2**100])
+def test_vocab_size_larger_than_rows(vocab):
+    """A vocab_size past the row length is an error naming vocab_size, whatever its size."""
+    with pytest.raises(ValueError, match="vocab_size"):
+        fast_sim(Q, P, TOKENS, vocab, uniforms=U_ACCEPT)
+    with pytest.raises(ValueError, match="vocab_size"):
+        fast_sim(np.array(Q), np.array(P), TOKENS, vocab, uniforms=U_ACCEPT)
+
+
+def test_numpy_integer_vocab_size_is_accepted():
+    ref, _ = run_reference(Q, P, TOKENS, V, U_ACCEPT)
+    for vocab in (np.int64(V), np.uint8(V), np.int32(V)):
+        assert_same(fast_sim(Q, P, TOKENS, vocab, uniforms=U_ACCEPT), ref)
+
+
+# --------------------------------------------------------------------------
+# Uniforms and rng.
+
+@pytest.mark.parametrize("uniforms, exc, pattern", [
+    ([0.0, 1.0, 0.0, 0.3], ValueError, r"uniforms\[1\]"),
+    ([0.0, 0.0, 0.0, 1.5], ValueError, r"uniforms\[3\]"),
+    ([-0.1, 0.0, 0.0, 0.3], ValueError, r"uniforms\[0\]"),
+    ([-1e-300, 0.0, 0.0, 0.3], ValueError, r"uniforms\[0\]"),
+    ([0.0, float("nan"), 0.0, 0.3], ValueError, r"uniforms\[1\]"),
+    ([0.0, 0.0, float("inf"), 0.3], ValueError, r"uniforms\[2\]"),
+    (np.array([0.0, 0.0, 0.0, 1.0]), ValueError, r"uniforms\[3\]"),
+    (np.array([0.0, 0.0, np.nan, 0.3], dtype=np.float32), ValueError, r"uniforms\[2\]"),
+    ([0.0, 0.0, 0.0], ValueError, r"uniforms"),
+    ([], ValueError, r"uniforms"),
+    (np.array([0.0]), ValueError, r"uniforms"),
+    ([0.0, "0.5", 0.0, 0.3], TypeError, r"uniforms\[1\]"),
+    ([0.0, None, 0.0, 0.3], TypeError, r"uniforms\[1\]"),
+    ([0.0, 0.5j, 0.0, 0.3], TypeError, r"uniforms\[1\]"),
+    ([0.0, [0.5], 0.0, 0.3], TypeError, r"uniforms\[1\]"),
+    ("0.5", TypeError, r"uniforms"),
+    (0.5, TypeError, r"uniforms"),
+    (np.array(["a"] * 4), TypeError, r"uniforms"),
+    (np.zeros(4, complex), TypeError, r"uniforms"),
+    (np.zeros((2, 4)), ValueError, r"uniforms"),
+], ids=lambda x: repr(x)[:30])
+def test_bad_uniforms(uniforms, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        fast_sim(Q, P, TOKENS, V, uniforms=uniforms)
+
+
+def test_uniforms_edge_values_are_valid():
+    for u in (0.0, ONE_MINUS, 5e-324):
+        U = [u] * 5
+        ref, _ = run_reference(Q, P, TOKENS, V, U)
+        assert_same(fast_sim(Q, P, TOKENS, V, uniforms=U), ref)
+
+
+def test_rng_and_uniforms_together():
+    with pytest.raises(ValueError, match=r"rng.*uniforms|uniforms.*rng"):
+        fast_sim(Q, P, TOKENS, V, rng=Rng(1), uniforms=U_ACCEPT)
+    with pytest.raises(ValueError, match=r"rng.*uniforms|uniforms.*rng"):
+        fast_sim(Q, P, TOKENS, V, rng=3, uniforms=U_ACCEPT)
+
+
+@pytest.mark.parametrize("rng, exc", [(1.5, TypeError), ("1", TypeError), (True, TypeError),
+                                      (object(), TypeError), (-1, ValueError),
+                                      (2**64, ValueError)], ids=repr)
+def test_bad_rng(rng, exc):
+    with pytest.raises(exc, match="seed|rng"):
+        fast_sim(Q, P, TOKENS, V, rng=rng)
+
+
+def test_failed_call_does_not_advance_rng():
+    """Validation of shapes and tokens happens before any draw."""
+    rng = Rng(5)
+    before = rng.state
+    with pytest.raises(ValueError):
+        fast_sim(Q, P, [1, 9, 3], V, rng=rng)
+    with pytest.raises(ValueError):
+        fast_sim(Q[:1], P, TOKENS, V, rng=rng)
+    assert rng.state == before
+
+
+# --------------------------------------------------------------------------
+# Weird objects: a clean TypeError or ValueError, never a crash.
+
+WEIRD = [None, {}, {0: [0.2] * V}, "abc", b"abc", 3, 2.5, set(), object(),
+         np.zeros((4, V, 2)), np.zeros(V), np.array(0.5), np.array([[object()] * V] * 4, dtype=object),
+         np.zeros((4, V), complex), np.array([["a"] * V] * 4), [None] * 4, [[None] * V] * 4,
+         [np.zeros((2, V))] * 4, [[[0.1]] * V] * 4, [b"abcde"] * 4, [[1j] * V] * 4,
+         [np.zeros(V, complex)] * 4, [np.array([object()] * V, dtype=object)] * 4,
+         (x for x in range(3)), [1, 2, 3, 4]]
+
+
+@pytest.mark.parametrize("obj", WEIRD, ids=lambda x: type(x).__name__)
+@pytest.mark.parametrize("argument", ["draft_probs", "target_probs"])
+def test_weird_matrices(obj, argument):
+    kwargs = {"draft_probs": Q, "target_probs": P}
+    kwargs[argument] = obj
+    with pytest.raises((TypeError, ValueError), match=argument):
+        fast_sim(kwargs["draft_probs"], kwargs["target_probs"], TOKENS, V, uniforms=U_ACCEPT)
+
+
+@pytest.mark.parametrize("obj", [None, 3, 2.5, "abc", object(), np.zeros((3, 1, 1), int),
+                                 np.array([object()] * 3, dtype=object),
+                                 np.zeros(3, complex), [1j, 2, 3], [{}, 1, 2], [(1,), 2, 3]],
+                         ids=lambda x: type(x).__name__)
+def test_weird_tokens(obj):
+    with pytest.raises((TypeError, ValueError), match="draft_tokens"):
+        fast_sim(Q, P, obj, V, uniforms=U_ACCEPT)
+
+
+@pytest.mark.parametrize("obj", [object(), np.zeros((2, 2, 2)), [{}], [object()],
+                                 np.array([object()] * 5, dtype=object), {"a": 1}],
+                         ids=lambda x: type(x).__name__)
+def test_weird_uniforms(obj):
+    with pytest.raises((TypeError, ValueError), match="uniforms"):
+        fast_sim(Q, P, TOKENS, V, uniforms=obj)
+
+
+def test_weird_check_all_is_truthiness():
+    """check_all is a flag: any truthy value turns the full check on."""
+    draft, target = with_value("list", "target_probs", 2, 0, math.nan)
+    with pytest.raises(ValueError, match=r"target_probs\[2\]\[0\]"):
+        fast_sim(draft, target, TOKENS, V, uniforms=U_ACCEPT, check_all=1)
+    assert fast_sim(draft, target, TOKENS, V, uniforms=U_ACCEPT, check_all=0)["num_accepted"] == 4

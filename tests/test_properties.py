@@ -1,0 +1,241 @@
+"""Property tests (hypothesis): the drop-in is the reference on arbitrary small inputs.
+
+Settings are derandomized (``derandomize=True``, no example database) so a CI
+run is reproducible.  Hypothesis's own cache goes to the system temporary
+directory (unless HYPOTHESIS_STORAGE_DIRECTORY says otherwise), not into the
+working tree.
+"""
+import math
+import os
+import tempfile
+
+import numpy as np
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
+
+import specdec_fast
+from specdec_fast import Rng
+from conftest import ONE_MINUS, assert_same, run_reference
+
+fast_sim = specdec_fast.speculative_decode_sim
+
+if not os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
+    set_hypothesis_home_dir(os.path.join(tempfile.gettempdir(), "specdec_fast-hypothesis"))
+
+SETTINGS = settings(max_examples=200, deadline=None, derandomize=True, database=None)
+
+SPECIAL = [0.0, -0.0, 0.1, 0.125, 0.25, 1 / 3, 0.5, 1.0, 2.0, 5e-324, 1e-310, 1e-300, 1e300]
+probability = st.one_of(st.sampled_from(SPECIAL),
+                        st.floats(0.0, 1.0),
+                        st.floats(0.0, 4.0, allow_subnormal=True))
+invalid = st.sampled_from([math.nan, -math.inf, math.inf, -1.0, -1e-300, -5e-324])
+uniform = st.one_of(st.sampled_from([0.0, 0.125, 0.25, 0.5, 0.75, ONE_MINUS, 5e-324]),
+                    st.floats(0.0, 1.0, exclude_max=True))
+
+
+@st.composite
+def cases(draw, values=probability, max_v=6, max_k=4):
+    V = draw(st.integers(1, max_v))
+    K = draw(st.integers(0, max_k))
+    row = st.lists(values, min_size=V, max_size=V)
+    draft = draw(st.lists(row, min_size=K, max_size=K))
+    target = draw(st.lists(row, min_size=K, max_size=K + 2))
+    # draft tokens: any valid index, biased to where q > 0 half of the time
+    tokens = []
+    for i in range(K):
+        positive = [v for v in range(V) if draft[i][v] > 0]
+        if positive and draw(st.booleans()):
+            tokens.append(draw(st.sampled_from(positive)))
+        else:
+            tokens.append(draw(st.integers(0, V - 1)))
+    uniforms = draw(st.lists(uniform, min_size=K + 2, max_size=K + 2))
+    return draft, target, tokens, V, uniforms
+
+
+@SETTINGS
+@given(cases())
+def test_fast_equals_reference(case):
+    """R1-R9: same dict (keys, order, types) and exactly the uniforms the reference drew."""
+    draft, target, tokens, V, U = case
+    ref, used = run_reference(draft, target, tokens, V, U)
+    assert_same(fast_sim(draft, target, tokens, V, uniforms=U), ref)
+    assert_same(fast_sim(draft, target, tokens, V, uniforms=U[:used]), ref)
+
+
+@SETTINGS
+@given(cases())
+def test_output_invariants(case):
+    """Tokens in [0, V); at most K + 1 tokens from at most K + 2 uniforms (R8); R9 fields."""
+    draft, target, tokens, V, U = case
+    K = len(tokens)
+    ref, used = run_reference(draft, target, tokens, V, U)
+    res = fast_sim(draft, target, tokens, V, uniforms=U)
+    assert used <= K + 2
+    assert res["num_accepted"] <= K + 2
+    assert res["num_accepted"] <= K + 1
+    assert res["num_accepted"] == len(res["tokens"])
+    assert res["num_draft_tokens"] == K
+    assert all(0 <= t < V for t in res["tokens"])
+    assert res["speedup_over_sequential"] == res["num_accepted"] / 2
+    if K:
+        assert res["acceptance_rate"] == round(res["num_accepted"] / (K + 1), 4)
+    else:
+        assert res["acceptance_rate"] == 0 and type(res["acceptance_rate"]) is int
+    # accepted drafts form a prefix of the draft tokens
+    n = res["num_accepted"]
+    assert res["tokens"][: max(0, min(n, K) - 1)] == list(tokens[: max(0, min(n, K) - 1)])
+
+
+@SETTINGS
+@given(cases(), st.sampled_from(["f64", "f32", "rows", "tuple"]))
+def test_list_and_array_inputs_agree(case, form):
+    """Arrays, lists of 1-D arrays and tuples give the list result (float32 read as float64)."""
+    draft, target, tokens, V, U = case
+    K = len(tokens)
+    if form == "f32":
+        d = np.array(draft, dtype=np.float32).reshape(K, V)
+        t = np.array(target, dtype=np.float32).reshape(len(target), V)
+        dl, tl = d.tolist(), t.tolist()
+    elif form == "f64":
+        d = np.array(draft, dtype=np.float64).reshape(K, V)
+        t = np.array(target, dtype=np.float64).reshape(len(target), V)
+        dl, tl = draft, target
+    elif form == "rows":
+        d = [np.array(r) for r in draft]
+        t = [np.array(r) for r in target]
+        dl, tl = draft, target
+    else:
+        d = tuple(tuple(r) for r in draft)
+        t = tuple(tuple(r) for r in target)
+        dl, tl = draft, target
+    expected = fast_sim(dl, tl, tokens, V, uniforms=U)
+    ref, _ = run_reference(dl, tl, tokens, V, U)
+    assert_same(expected, ref)
+    assert_same(fast_sim(d, t, np.array(tokens, dtype=np.int64), V, uniforms=np.array(U)), expected)
+
+
+class TrackedRow(list):
+    """A row that records which indices the reference reads."""
+
+    def __init__(self, values, name, i, log):
+        super().__init__(values)
+        self.name, self.i, self.log = name, i, log
+
+    def __getitem__(self, index):
+        value = super().__getitem__(index)
+        self.log.append((self.name, self.i, index, value))
+        return value
+
+
+def _is_invalid(x):
+    return not (x >= 0.0 and x <= 1.7976931348623157e308)
+
+
+@SETTINGS
+@given(cases(values=st.one_of(probability, probability, invalid)))
+def test_invalid_values_read_raise_others_ignored(case):
+    """R2-R6: a negative, NaN or infinite value the reference reads -> ValueError naming
+    one of the invalid positions it read; otherwise the reference's result.  With
+    check_all=True any invalid value in draft rows < K or target rows <= K raises."""
+    draft, target, tokens, V, U = case
+    K = len(tokens)
+    log = []
+    tracked_d = [TrackedRow(r, "draft_probs", i, log) for i, r in enumerate(draft)]
+    tracked_t = [TrackedRow(r, "target_probs", i, log) for i, r in enumerate(target)]
+    try:
+        ref, _ = run_reference(tracked_d, tracked_t, tokens, V, U)
+    except (ArithmeticError, ValueError):       # the reference may itself fail
+        ref = None
+    bad_reads = [(name, i, v) for name, i, v, x in log if _is_invalid(x)]
+    event("an invalid value was read" if bad_reads else "no invalid value read")
+    if bad_reads:
+        try:
+            fast_sim(draft, target, tokens, V, uniforms=U)
+        except ValueError as exc:
+            msg = str(exc)
+            assert any(f"{name}[{i}][{v}]" in msg for name, i, v in bad_reads), msg
+        else:
+            raise AssertionError(f"no error although the reference read {bad_reads}")
+    else:
+        assert ref is not None
+        assert_same(fast_sim(draft, target, tokens, V, uniforms=U), ref)
+    named = [("draft_probs", i, v) for i in range(K) for v in range(V) if _is_invalid(draft[i][v])]
+    named += [("target_probs", i, v) for i in range(min(K + 1, len(target))) for v in range(V)
+              if _is_invalid(target[i][v])]
+    event("invalid value in the named rows" if named else "named rows all valid")
+    if named:
+        try:
+            fast_sim(draft, target, tokens, V, uniforms=U, check_all=True)
+        except ValueError as exc:
+            assert any(f"{name}[{i}][{v}]" in str(exc) for name, i, v in named), str(exc)
+        else:
+            raise AssertionError(f"check_all=True did not raise for {named}")
+    elif ref is not None:
+        assert_same(fast_sim(draft, target, tokens, V, uniforms=U, check_all=True), ref)
+
+
+@SETTINGS
+@given(cases(), st.integers(0, 2**64 - 1))
+def test_rng_is_replayed_uniforms(case, seed):
+    """rng=Rng(s) == rng=s == uniforms=Rng(s).random(K+2); Rng advanced by the draws."""
+    draft, target, tokens, V, _ = case
+    U = Rng(seed).random(len(tokens) + 2)
+    ref, used = run_reference(draft, target, tokens, V, U.tolist())
+    rng = Rng(seed)
+    assert_same(fast_sim(draft, target, tokens, V, rng=rng), ref)
+    assert_same(fast_sim(draft, target, tokens, V, rng=seed), ref)
+    expected = Rng(seed)
+    expected.random(used)
+    assert rng.state == expected.state
+
+
+@st.composite
+def long_cases(draw):
+    """Rows of 129-600 entries (past one 128-entry block) built by NumPy from a drawn seed."""
+    V = draw(st.integers(129, 600))
+    K = draw(st.integers(0, 2))
+    extra = draw(st.integers(0, 1))
+    g = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    scale = draw(st.sampled_from([1.0, 1e-3, 1e-17, 1e-310]))
+    sparsity = draw(st.sampled_from([0.0, 0.5, 0.95]))
+
+    def row():
+        r = g.random(V) * (g.random(V) >= sparsity)
+        total = r.sum()
+        return (r / total * scale if total > 0 else r).tolist()
+
+    draft = [row() for _ in range(K)]
+    target = [row() for _ in range(K + extra)]
+    tokens = [draw(st.integers(0, V - 1)) for _ in range(K)]
+    uniforms = draw(st.lists(uniform, min_size=K + 2, max_size=K + 2))
+    return draft, target, tokens, V, uniforms
+
+
+@SETTINGS
+@given(long_cases(), st.integers(0, 10**6))
+def test_longer_rows_with_boundary_uniforms(case, pick):
+    """R4/R6 on rows past one 128-entry block, uniforms on or next to running sums."""
+    draft, target, tokens, V, U = case
+    K = len(tokens)
+    rows = list(target[K:K + 1])
+    for i in range(K):                          # the residual of each position, normalised
+        a = [max(0.0, x - y) for x, y in zip(target[i], draft[i])]
+        z = sum(a)
+        rows.append([x / z for x in a] if z > 0 else [1.0 / V] * V)
+    U = list(U)
+    for j, r in enumerate(rows):
+        cums = []
+        cum = 0.0
+        for x in r:
+            cum += x
+            cums.append(cum)
+        candidates = [c for c in cums if 0.0 <= c < 1.0]
+        if candidates:
+            c = candidates[(pick + 7 * j) % len(candidates)]
+            c = [c, math.nextafter(c, 0.0), math.nextafter(c, 1.0)][(pick + j) % 3]
+            U[(pick + j) % len(U)] = min(c, ONE_MINUS)
+    ref, _ = run_reference(draft, target, tokens, V, U)
+    assert_same(fast_sim(draft, target, tokens, V, uniforms=U), ref)
+    assert_same(fast_sim(np.array(draft).reshape(K, V), np.array(target).reshape(-1, V),
+                         tokens, V, uniforms=U), ref)

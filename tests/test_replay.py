@@ -1,0 +1,659 @@
+"""The compiled function replays the reference exactly (rules R1-R9).
+
+``speculative_decode_sim(..., uniforms=U)`` must return the dict the reference
+returns inside ``replaying(U)``, for every input form the drop-in accepts.
+Float32 (and float16, int) inputs are read as float64 exactly, so they are
+compared against the reference run on ``arr.tolist()``.
+"""
+import math
+
+import numpy as np
+import pytest
+
+import specdec_fast
+from specdec_fast import Rng
+from conftest import (ONE_MINUS, adversarial_uniforms, assert_same, make_case,
+                      plain_uniforms, run_reference)
+
+fast_sim = specdec_fast.speculative_decode_sim
+
+
+def check(draft, target, tokens, V, uniforms, ref_draft=None, ref_target=None, ref_tokens=None):
+    """Run both; return (fast dict, uniforms the reference used)."""
+    ref, used = run_reference(draft if ref_draft is None else ref_draft,
+                              target if ref_target is None else ref_target,
+                              tokens if ref_tokens is None else ref_tokens, V, uniforms)
+    fast = fast_sim(draft, target, tokens, V, uniforms=uniforms)
+    assert_same(fast, ref)
+    return fast, used
+
+
+def pick_uniforms(g, draft_list, target_list, tokens, V):
+    if g.random() < 0.6:
+        return adversarial_uniforms(g, draft_list, target_list, tokens, V)
+    return plain_uniforms(g, len(tokens) + 2)
+
+
+# --------------------------------------------------------------------------
+# Many random cases in four input forms (10,500 comparisons in all).
+
+def _mixed_matrix(g, mat, V):
+    """``mat`` in a random accepted form, and the lists the reference reads."""
+    kind = int(g.integers(0, 9))
+    n = mat.shape[0]
+    if kind == 0:                                   # non-contiguous columns
+        wide = np.full((n, 2 * V), np.nan)
+        wide[:, ::2] = mat
+        return wide[:, ::2], mat.tolist()
+    if kind == 1:                                   # Fortran order
+        return np.asfortranarray(mat), mat.tolist()
+    if kind == 2:                                   # read-only
+        a = mat.copy()
+        a.setflags(write=False)
+        return a, mat.tolist()
+    if kind == 3:                                   # list of 1-D arrays, mixed dtypes
+        rows, ref = [], []
+        for i in range(n):
+            r = mat[i].astype(np.float32) if i % 2 else mat[i].copy()
+            rows.append(r)
+            ref.append(r.tolist())
+        return rows, ref
+    if kind == 4:                                   # tuple of tuples
+        return tuple(tuple(r) for r in mat.tolist()), mat.tolist()
+    if kind == 5:                                   # rows longer than V with junk (R5)
+        rows = [r + ["junk", float("nan"), None, -1.0] for r in mat.tolist()]
+        return rows, mat.tolist()
+    if kind == 6:                                   # 2-D array with NaN columns past V (R5)
+        wide = np.full((n, V + 3), np.nan)
+        wide[:, :V] = mat
+        return wide, mat.tolist()
+    if kind == 7:                                   # float32 2-D array
+        a = mat.astype(np.float32)
+        return a, a.tolist()
+    rows, ref = [], []                              # list mixing lists, tuples, arrays
+    for i in range(n):
+        form = i % 4
+        if form == 0:
+            rows.append(mat[i].tolist())
+        elif form == 1:
+            rows.append(tuple(mat[i].tolist()))
+        elif form == 2:
+            rows.append(mat[i][::-1].copy()[::-1])  # negative stride view
+        else:
+            rows.append(mat[i].astype(">f8"))       # byte-swapped
+        ref.append(mat[i].tolist())
+    return rows, ref
+
+
+def _mixed_tokens(g, tokens, V):
+    kind = int(g.integers(0, 5))
+    if kind == 0:
+        return list(tokens)
+    if kind == 1:
+        return tuple(tokens)
+    if kind == 2:
+        dtypes = [np.int64, np.int32, np.uint32, np.uint64, np.intp]
+        if V <= 128:
+            dtypes += [np.int8, np.uint8]
+        if V <= 32768:
+            dtypes += [np.int16, np.uint16]
+        return np.array(tokens, dtype=dtypes[int(g.integers(0, len(dtypes)))])
+    if kind == 3:
+        return [np.int64(t) if i % 2 else np.uint16(t) if t < 65536 else t
+                for i, t in enumerate(tokens)]
+    return np.array(tokens, dtype=np.int64)[::-1].copy()[::-1]
+
+
+def _uniform_container(g, U):
+    kind = int(g.integers(0, 3))
+    return U if kind == 0 else tuple(U) if kind == 1 else np.array(U)
+
+
+FORMS = {"list": 8, "f64": 5, "f32": 4, "mixed": 4}   # chunks of 500 cases
+FORM_SEEDS = {"list": 101, "f64": 202, "f32": 303, "mixed": 404}
+
+
+@pytest.mark.parametrize("form, chunk",
+                         [(f, c) for f, n in FORMS.items() for c in range(n)])
+def test_random_cases_replay(form, chunk):
+    """R1-R9 on random cases: equal dicts, key order and value types included."""
+    g = np.random.default_rng([FORM_SEEDS[form], chunk])
+    for _ in range(500):
+        draft, target, tokens, V = make_case(g)
+        if form == "list":
+            dl, tl = draft.tolist(), target.tolist()
+            U = pick_uniforms(g, dl, tl, tokens, V)
+            check(dl, tl, tokens, V, U)
+        elif form == "f64":
+            U = pick_uniforms(g, draft.tolist(), target.tolist(), tokens, V)
+            check(draft, target, tokens, V, U, draft.tolist(), target.tolist())
+        elif form == "f32":
+            d32, t32 = draft.astype(np.float32), target.astype(np.float32)
+            dl, tl = d32.tolist(), t32.tolist()
+            U = pick_uniforms(g, dl, tl, tokens, V)
+            check(d32, t32, tokens, V, U, dl, tl)
+        else:
+            d, dl = _mixed_matrix(g, draft, V)
+            t, tl = _mixed_matrix(g, target, V)
+            toks = _mixed_tokens(g, tokens, V)
+            U = pick_uniforms(g, dl, tl, tokens, V)
+            ref, _ = run_reference(dl, tl, tokens, V, U)
+            fast = fast_sim(d, t, toks, V, uniforms=_uniform_container(g, U))
+            assert_same(fast, ref)
+
+
+def test_uniform_consumption_matches_reference():
+    """R8: the fast path draws exactly as many uniforms as the reference.
+
+    With exactly ``used`` uniforms it succeeds; with one fewer it raises a
+    ValueError naming ``uniforms``.
+    """
+    g = np.random.default_rng(77)
+    counts = set()
+    for _ in range(600):
+        draft, target, tokens, V = make_case(g, V=int(g.integers(1, 12)))
+        dl, tl = draft.tolist(), target.tolist()
+        U = pick_uniforms(g, dl, tl, tokens, V)
+        ref, used = run_reference(dl, tl, tokens, V, U)
+        assert used <= len(tokens) + 2
+        counts.add(used - len(tokens))
+        assert_same(fast_sim(dl, tl, tokens, V, uniforms=U[:used]), ref)
+        if used:
+            with pytest.raises(ValueError, match="uniforms"):
+                fast_sim(dl, tl, tokens, V, uniforms=U[:used - 1])
+    assert {1, 2}.issubset(counts)       # both bonus kinds were exercised
+
+
+# --------------------------------------------------------------------------
+# The generator: rng=Rng(s), rng=s and the default generator.
+
+def test_rng_equals_replayed_uniforms():
+    """rng=Rng(s) == uniforms=Rng(s).random(K+2) == rng=s; Rng advanced by the draws."""
+    g = np.random.default_rng(5)
+    for s in range(300):
+        draft, target, tokens, V = make_case(g, V=int(g.integers(1, 40)))
+        U = Rng(s).random(len(tokens) + 2)
+        ref, used = run_reference(draft.tolist(), target.tolist(), tokens, V, U.tolist())
+        by_uniforms = fast_sim(draft, target, tokens, V, uniforms=U)
+        rng = Rng(s)
+        by_rng = fast_sim(draft, target, tokens, V, rng=rng)
+        by_seed = fast_sim(draft, target, tokens, V, rng=s)
+        assert_same(by_uniforms, ref)
+        assert_same(by_rng, ref)
+        assert_same(by_seed, ref)
+        expected = Rng(s)
+        expected.random(used)
+        assert rng.state == expected.state
+
+
+def test_rng_object_is_advanced_across_calls():
+    draft = [[0.5, 0.5]] * 3
+    target = [[0.2, 0.8]] * 4
+    rng = Rng(123)
+    stream = Rng(123).random(1000).tolist()
+    pos = 0
+    for _ in range(100):
+        ref, used = run_reference(draft, target, [0, 1, 0], 2, stream[pos:pos + 5])
+        assert_same(fast_sim(draft, target, [0, 1, 0], 2, rng=rng), ref)
+        pos += used
+    expected = Rng(123)
+    expected.random(pos)
+    assert rng.state == expected.state
+
+
+def test_default_generator_is_reseeded_by_seed():
+    draft, target, tokens = [[0.3, 0.7]] * 4, [[0.6, 0.4]] * 5, [1, 1, 0, 1]
+    specdec_fast.seed(99)
+    first = [fast_sim(draft, target, tokens, 2) for _ in range(20)]
+    specdec_fast.seed(99)
+    second = [fast_sim(draft, target, tokens, 2, rng=None) for _ in range(20)]
+    assert first == second
+    stream = Rng(99).random(200).tolist()
+    pos = 0
+    for res in first:
+        ref, used = run_reference(draft, target, tokens, 2, stream[pos:pos + 6])
+        assert_same(res, ref)
+        pos += used
+    expected = Rng(99)
+    expected.random(pos)
+    specdec_fast.seed(99)
+    for _ in range(20):
+        fast_sim(draft, target, tokens, 2)
+    assert specdec_fast.get_default_rng().state == expected.state
+
+
+# --------------------------------------------------------------------------
+# Edge cases, one rule each.
+
+def test_q_zero_at_first_drafted_token():
+    """R2: q == 0 at t_0 stops at once: no token, no uniform drawn, no bonus."""
+    draft = [[0.0, 1.0], [0.5, 0.5]]
+    target = [[0.9, 0.1], [0.5, 0.5], [1.0, 0.0]]
+    fast, used = check(draft, target, [0, 1], 2, [0.5] * 4)
+    assert used == 0
+    assert fast["tokens"] == [] and fast["num_accepted"] == 0
+    assert fast["acceptance_rate"] == 0.0 and fast["speedup_over_sequential"] == 0.0
+    assert_same(fast_sim(draft, target, [0, 1], 2, uniforms=[]), fast)
+    assert_same(fast_sim(np.array(draft), np.array(target), [0, 1], 2, uniforms=[]), fast)
+
+
+def test_q_zero_after_accepted_tokens():
+    """R2: q == 0 at t_2 after two accepts: exactly 2 uniforms, tokens [t0, t1], no bonus."""
+    draft = [[0.5, 0.5, 0.0]] * 3
+    target = [[0.3, 0.3, 0.4]] * 4
+    tokens = [1, 0, 2]
+    U = [0.1, 0.2, 0.3, 0.4, 0.5]
+    fast, used = check(draft, target, tokens, 3, U)
+    assert used == 2
+    assert fast["tokens"] == [1, 0]
+    assert_same(fast_sim(draft, target, tokens, 3, uniforms=U[:2]), fast)
+    with pytest.raises(ValueError, match="uniforms"):
+        fast_sim(draft, target, tokens, 3, uniforms=U[:1])
+
+
+def test_q_negative_zero_counts_as_zero():
+    """R2: -0.0 == 0, so a draft probability of -0.0 stops the call too."""
+    fast, used = check([[-0.0, 1.0]], [[0.5, 0.5], [1.0, 0.0]], [0], 2, [0.5, 0.5, 0.5])
+    assert used == 0 and fast["tokens"] == []
+
+
+@pytest.mark.parametrize("u2, token", [(0.0, 0), (0.25, 0), (math.nextafter(0.25, 1), 1),
+                                       (0.5, 1), (0.75, 2), (0.8, 3), (ONE_MINUS, 3)])
+def test_zero_residual_uses_uniform_buckets(u2, token):
+    """R4: p <= q everywhere, so z == 0 and the correction is drawn from 1/V buckets.
+
+    (p == q exactly can never reject, since p/q == 1 > u; p = q/2 rejects.)
+    """
+    q = [0.25, 0.25, 0.25, 0.25]
+    p = [0.125, 0.125, 0.125, 0.125]
+    fast, used = check([q], [p], [1], 4, [0.5, u2])
+    assert used == 2
+    assert fast["tokens"] == [token]
+
+
+def test_zero_residual_p_equal_q_except_at_drafted_token():
+    """R4: p == q except a lower p at the drafted token -> z == 0 -> 1/V buckets."""
+    q = [0.1, 0.2, 0.3, 0.4]
+    p = [0.1, 0.05, 0.3, 0.4]
+    for u2, token in [(0.2, 0), (0.26, 1), (0.5, 1), (0.51, 2), (0.9, 3)]:
+        fast, _ = check([q], [p], [1], 4, [0.5, u2])
+        assert fast["tokens"] == [token]
+
+
+def test_uniform_buckets_shortfall_gives_token_0():
+    """R4: with V == 7, seven additions of 1/7 end below 1 - 2**-53; u past it -> token 0."""
+    V = 7
+    cum = 0.0
+    for _ in range(V):
+        cum += 1.0 / V
+    assert cum < ONE_MINUS
+    q = [1.0 / V] * V
+    p = [0.5 / V] * V
+    fast, used = check([q], [p], [3], V, [0.9, ONE_MINUS])
+    assert used == 2 and fast["tokens"] == [0]
+    fast, _ = check([q], [p], [3], V, [0.9, cum])
+    assert fast["tokens"] == [6]
+
+
+@pytest.mark.parametrize("u, token", [(0.0, 0), (0.25, 0), (math.nextafter(0.25, 1), 1),
+                                      (0.5, 1), (0.625, 2), (0.75, 2), (0.7500000000000001, 3),
+                                      (ONE_MINUS, 3)])
+def test_bonus_on_dyadic_bucket_boundaries(u, token):
+    """R6/R7: u equal to an exact cumulative sum picks the bucket ending there (u <= cum)."""
+    p0 = [0.25, 0.25, 0.25, 0.25]
+    fast, used = check([], [p0], [], 4, [u])
+    assert used == 1 and fast["tokens"] == [token]
+    fast, _ = check(np.empty((0, 4)), np.array([p0], dtype=np.float32), [], 4, [u],
+                    [], [p0])
+    assert fast["tokens"] == [token]
+
+
+@pytest.mark.parametrize("u2, token", [(0.0, 0), (0.5, 0), (math.nextafter(0.5, 1), 1),
+                                       (0.75, 1), (0.7500000000000001, 3), (ONE_MINUS, 3)])
+def test_correction_on_dyadic_bucket_boundaries(u2, token):
+    """R4: residual [0.25, 0.125, 0, 0.125] / 0.5 -> cums 0.5, 0.75, 0.75, 1.0 (exact)."""
+    q = [0.25, 0.125, 0.5, 0.125]
+    p = [0.5, 0.25, 0.0, 0.25]
+    fast, used = check([q], [p], [2], 4, [0.3, u2])
+    assert used == 2 and fast["tokens"] == [token]
+    fast, _ = check(np.array([q], np.float32), np.array([p], np.float32), [2], 4,
+                    [0.3, u2], [q], [p])
+    assert fast["tokens"] == [token]
+
+
+def test_accept_threshold_is_strict():
+    """R3: accept iff u < min(1, p/q); u == p/q rejects, the double below accepts."""
+    q, p = [0.5, 0.5], [0.25, 0.75]            # ratio at token 0: 0.5
+    fast, used = check([q], [p, [1.0, 0.0]], [0], 2, [0.5, 0.5, 0.0])
+    assert fast["tokens"] == [1, 0] and used == 3      # rejected, correction, bonus (R6)
+    fast, used = check([q], [p, [0.0, 1.0]], [0], 2, [math.nextafter(0.5, 0), 0.5, 0.0])
+    assert fast["tokens"] == [0, 1] and used == 2
+    # p == 0: ratio 0, even u == 0.0 rejects (and u2 == 0.0 <= cum_0 == 0.0 picks 0)
+    fast, used = check([[0.5, 0.5]], [[0.0, 1.0]], [0], 2, [0.0, 0.5])
+    assert fast["tokens"] == [1] and used == 2
+    fast, used = check([[0.5, 0.5]], [[0.0, 1.0]], [0], 2, [0.0, 0.0])
+    assert fast["tokens"] == [0] and used == 2
+    # ratio >= 1: even the largest uniform accepts
+    fast, used = check([[0.5, 0.5]], [[0.5, 0.5]], [0], 2, [ONE_MINUS])
+    assert fast["tokens"] == [0] and used == 1
+
+
+def test_unnormalised_rows():
+    """R4/R6: rows summing above or below 1 are used as given; no crossing -> token 0."""
+    # bonus row summing to 0.5: u above it finds no crossing -> token 0 (R6)
+    fast, _ = check([], [[0.1, 0.2, 0.2]], [], 3, [0.7])
+    assert fast["tokens"] == [0]
+    fast, _ = check([], [[0.1, 0.2, 0.2]], [], 3, [0.45])
+    assert fast["tokens"] == [2]
+    # bonus row summing to 1.8
+    fast, _ = check([], [[0.6, 0.6, 0.6]], [], 3, [0.7])
+    assert fast["tokens"] == [1]
+    # all-zero bonus row: cum stays 0, only u == 0 qualifies
+    fast, _ = check([], [[0.0, 0.0, 0.0]], [], 3, [0.0])
+    assert fast["tokens"] == [0]
+    fast, _ = check([], [[0.0, 0.0, 0.0]], [], 3, [0.3])
+    assert fast["tokens"] == [0]
+    # unnormalised rows in the accept test and the (normalised) residual
+    fast, used = check([[1.5, 0.5, 2.0]], [[3.0, 0.2, 0.1], [0.1, 0.1, 0.1]], [2], 3,
+                       [0.01, 0.99, 0.25])
+    assert used == 2 and fast["tokens"] == [2, 0]       # bonus row sums to 0.3 < 0.99
+    fast, used = check(np.array([[1.5, 0.5, 2.0]]), np.array([[3.0, 0.2, 0.1], [0.1] * 3]),
+                       [2], 3, [0.9, 0.5, 0.31], [[1.5, 0.5, 2.0]], [[3.0, 0.2, 0.1], [0.1] * 3])
+    assert fast["tokens"] == [0, 0]
+
+
+def test_rejection_at_last_position_gets_bonus():
+    """R6: K=2, position 1 rejects -> [t_0, correction, bonus], 3 tokens, rate 1.0."""
+    draft = [[0.5, 0.5, 0.0], [0.0, 0.5, 0.5]]
+    target = [[0.5, 0.5, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
+    fast, used = check(draft, target, [1, 2], 3, [0.3, 0.6, 0.5, 0.5])
+    assert used == 4
+    assert fast["tokens"] == [1, 0, 2]
+    assert fast["num_accepted"] == 3
+    assert fast["acceptance_rate"] == 1.0
+    assert fast["speedup_over_sequential"] == 1.5
+    # with only K target rows there is no bonus
+    fast, used = check(draft, target[:2], [1, 2], 3, [0.3, 0.6, 0.5, 0.5])
+    assert used == 3 and fast["tokens"] == [1, 0]
+
+
+def test_rejection_before_last_position_has_no_bonus():
+    """R6: a rejection at i < K-1 leaves fewer than K tokens: no bonus."""
+    draft = [[0.5, 0.5]] * 3
+    target = [[0.0, 1.0]] * 4
+    fast, used = check(draft, target, [1, 0, 1], 2, [0.1, 0.2, 0.3, 0.4, 0.5])
+    assert used == 3 and fast["tokens"] == [1, 1]
+    assert fast["acceptance_rate"] == 0.5
+
+
+@pytest.mark.parametrize("extra", [0, 1, 3])
+def test_target_rows_k_k1_k3(extra):
+    """R6/R5: only row K of target_probs is used for the bonus; rows past K never read."""
+    K, V = 3, 4
+    draft = [[0.25] * V] * K
+    target = [[0.25] * V] * K + [[0.0, 0.0, 1.0, 0.0]]
+    target = target[:K + min(extra, 1)] + [[float("nan")] * V, ["junk"] * V][:max(extra - 1, 0)]
+    assert len(target) == K + extra
+    fast, used = check(draft, target, [0, 1, 2], V, [0.0, 0.1, 0.2, 0.3, 0.4])
+    assert used == K + (1 if extra else 0)
+    assert fast["tokens"] == ([0, 1, 2, 2] if extra else [0, 1, 2])
+    arr = np.array(target[:K + min(extra, 1)] + [[float("nan")] * V] * max(extra - 1, 0))
+    fast2 = fast_sim(np.array(draft), arr, np.array([0, 1, 2]), V, uniforms=[0.0, 0.1, 0.2, 0.3, 0.4])
+    assert_same(fast2, fast)
+
+
+def test_k_zero():
+    """R7: K == 0: one bonus token from p_0 when target has a row, acceptance_rate int 0."""
+    fast, used = check([], [[0.1, 0.9]], [], 2, [0.5])
+    assert used == 1 and fast["tokens"] == [1]
+    assert fast["acceptance_rate"] == 0 and type(fast["acceptance_rate"]) is int
+    assert fast["speedup_over_sequential"] == 0.5
+    fast, used = check([], [], [], 2, [0.5])
+    assert used == 0 and fast["tokens"] == [] and fast["num_accepted"] == 0
+    fast, used = check([], [], [], 2, [])
+    assert used == 0
+    for toks in ([], (), np.array([], dtype=np.int64), np.array([])):
+        res = fast_sim(np.empty((0, 2)), np.array([[0.1, 0.9]]), toks, 2, uniforms=[0.05])
+        assert res["tokens"] == [0] and type(res["acceptance_rate"]) is int
+    # junk rows of target_probs past row K are never read (R5)
+    fast, used = check([], [[0.1, 0.9], ["junk"], None], [], 2, [0.5])
+    assert fast["tokens"] == [1]
+
+
+def test_vocab_size_one():
+    """V == 1: every token is 0; all rules still apply (R3, R4 residual, R6 bonus)."""
+    g = np.random.default_rng(1)
+    for _ in range(200):
+        K = int(g.integers(0, 6))
+        draft = [[float(g.choice([0.0, 0.5, 1.0, 2.0]))] for _ in range(K)]
+        target = [[float(g.choice([0.0, 0.3, 1.0]))] for _ in range(K + int(g.integers(0, 2)))]
+        U = plain_uniforms(g, K + 2)
+        fast, _ = check(draft, target, [0] * K, 1, U)
+        assert set(fast["tokens"]) <= {0}
+
+
+def test_tokens_at_vocabulary_edges():
+    """R2-R4 at t = 0 and t = V-1."""
+    V = 6
+    q = [0.1, 0.1, 0.1, 0.1, 0.1, 0.5]
+    p = [0.5, 0.1, 0.1, 0.1, 0.1, 0.1]
+    for t in (0, V - 1):
+        for U in ([0.0, 0.5, 0.5], [0.9, 0.1, 0.2], [ONE_MINUS, 0.99, 0.5]):
+            check([q], [p, q], [t], V, U)
+            check(np.array([q]), np.array([p, q]), np.array([t], dtype=np.uint8), V, U,
+                  [q], [p, q], [t])
+
+
+def test_extremes_of_uniforms():
+    """R3/R4/R6 with uniforms 0.0 and 1 - 2**-53 everywhere."""
+    g = np.random.default_rng(8)
+    for _ in range(400):
+        draft, target, tokens, V = make_case(g, V=int(g.integers(1, 30)))
+        for u in (0.0, ONE_MINUS):
+            check(draft.tolist(), target.tolist(), tokens, V, [u] * (len(tokens) + 2))
+
+
+def test_large_vocabulary():
+    """R4/R6 with V = 100,000 and 300,000 (block scans, GIL released), uniforms near boundaries."""
+    g = np.random.default_rng(2024)
+    for V, n_cases in ((100_000, 5), (300_000, 2)):
+        for _ in range(n_cases):
+            draft, target, tokens, _ = make_case(g, K=int(g.integers(0, 3)), V=V)
+            for dt in (np.float64, np.float32):
+                d, t = draft.astype(dt), target.astype(dt)
+                dl, tl = d.tolist(), t.tolist()
+                for _ in range(2):
+                    U = adversarial_uniforms(g, dl, tl, tokens, V)
+                    check(d, t, tokens, V, U, dl, tl)
+
+
+def test_large_vocabulary_many_tiny_values():
+    """R4/R6: 100,000 entries of 1e-5 (inexact) with u on or next to a running sum."""
+    V = 100_000
+    row = [1e-5] * V
+    q = [2e-5] * (V // 2) + [0.0] * (V // 2)
+    cums = []
+    cum = 0.0
+    for x in row:
+        cum += x
+        cums.append(cum)
+    for idx in (0, 1, 999, 4096, 50_000, 77_777, V - 2, V - 1):
+        for u in (cums[idx], math.nextafter(cums[idx], 0), math.nextafter(cums[idx], 1)):
+            if u < 1.0:
+                check([], [row], [], V, [u])
+                check([], np.array([row]), [], V, [u], [], [row])
+                check([q], [row, row], [3], V, [0.9, u, u])
+                check(np.array([q]), np.array([row, row]), [3], V, [0.9, u, u], [q], [row, row])
+
+
+def test_tiny_and_subnormal_probabilities():
+    """R3/R4/R6 with subnormal entries: residual sums of 5e-324, ratios that underflow."""
+    cases = [
+        ([[0.0, 1.0, 0.0]], [[5e-324, 0.0, 0.0], [5e-324, 1e-310, 0.5]], [1]),
+        ([[1e-310, 2e-310, 0.0]], [[3e-310, 1e-310, 1e-310], [1e-310] * 3], [1]),
+        ([[1.0, 1e-310]], [[1e-300, 1e-308], [1e-310, 1e-310]], [0]),
+        ([[1e-310, 1e-310]], [[1.0, 1e-320], [1e-320, 1.0]], [1]),
+        ([[0.5, 5e-324]], [[0.5, 0.0], [0.0, 5e-324]], [1]),
+        ([[1e300, 1e-300]], [[1e-300, 0.0], [1.0, 0.0]], [0]),
+    ]
+    g = np.random.default_rng(3)
+    for draft, target, tokens in cases:
+        V = len(draft[0])
+        for U in ([0.0, 0.0, 0.0], [0.5, 0.5, 0.5], [ONE_MINUS] * 3, [1e-320, 0.3, 1e-310]):
+            check(draft, target, tokens, V, U)
+            check(np.array(draft), np.array(target), tokens, V, U, draft, target)
+        for _ in range(20):
+            check(draft, target, tokens, V, adversarial_uniforms(g, draft, target, tokens, V))
+    # random rows where most entries are tiny or subnormal
+    for _ in range(300):
+        V = int(g.integers(2, 300))
+        scale = float(g.choice([1e-310, 1e-305, 1e-300, 5e-324]))
+        draft = (g.random((2, V)) * scale).tolist()
+        target = (g.random((3, V)) * scale).tolist()
+        tokens = [int(g.integers(0, V)) for _ in range(2)]
+        U = adversarial_uniforms(g, draft, target, tokens, V)
+        check(draft, target, tokens, V, U)
+        check(np.array(draft), np.array(target), tokens, V, U, draft, target)
+
+
+def test_huge_probabilities_overflow_the_sums():
+    """R4/R6 with values near DBL_MAX: z and cum overflow to inf exactly as in Python."""
+    big = 1.7e308
+    cases = [
+        ([[0.0, 0.0, 1.0]], [[big, big, 0.0], [big, big, 1.0]], [2]),
+        ([[1e300, 0.0, 1e300]], [[1e-300, 1e300, 1e300], [1e300, 1e300, 1e300]], [0]),
+        ([[1e-300, 1.0]], [[1e300, 1.0], [0.0, big]], [0]),
+        ([[big, 1.0, 1.0]], [[1.0, big, big], [0.0, 0.0, big]], [0]),
+    ]
+    for draft, target, tokens in cases:
+        V = len(draft[0])
+        for U in ([0.0] * 3, [0.5] * 3, [ONE_MINUS] * 3, [0.99, 1e-300, 0.5]):
+            check(draft, target, tokens, V, U)
+            check(np.array(draft), np.array(target), tokens, V, U, draft, target)
+    g = np.random.default_rng(4)
+    for _ in range(200):
+        V = int(g.integers(2, 400))
+        draft = (g.random((2, V)) * 1e300 * g.integers(0, 2, (2, V))).tolist()
+        target = (g.random((3, V)) * big).tolist()
+        tokens = [int(g.integers(0, V)) for _ in range(2)]
+        U = plain_uniforms(g, 4)
+        check(draft, target, tokens, V, U)
+        check(np.array(draft), np.array(target), tokens, V, U, draft, target)
+
+
+def test_rows_longer_than_vocab_are_cut():
+    """R5: only the first V entries are read; NaN, str and None after them are ignored."""
+    V = 3
+    junk = [float("nan"), "junk", None, -1.0, float("inf")]
+    draft = [[0.2, 0.3, 0.5] + junk, [0.5, 0.5, 0.0] + junk]
+    target = [[0.6, 0.3, 0.1] + junk, [0.0, 0.2, 0.8] + junk, [0.3, 0.3, 0.4] + junk]
+    ref_d = [r[:V] for r in draft]
+    ref_t = [r[:V] for r in target]
+    for U in ([0.1, 0.2, ONE_MINUS, 0.5], [0.9, ONE_MINUS, 0.5, 0.5], [0.1, 0.9, 0.99, 0.5],
+              [0.1, 0.9, 0.999, ONE_MINUS]):
+        check(draft, target, [2, 1], V, U, ref_d, ref_t)
+        wide_d = np.array([r[:V] + [np.nan, -1.0] for r in ref_d])
+        wide_t = np.array([r[:V] + [np.inf, -1.0] for r in ref_t])
+        check(wide_d, wide_t, [2, 1], V, U, ref_d, ref_t)
+
+
+def test_integer_and_other_dtypes():
+    """Inputs are read as doubles: int arrays and lists of ints, float16, big-endian."""
+    g = np.random.default_rng(12)
+    for _ in range(300):
+        K = int(g.integers(0, 5))
+        V = int(g.integers(1, 10))
+        draft = g.integers(0, 4, (K, V))
+        target = g.integers(0, 4, (K + 1, V))
+        tokens = [int(g.integers(0, V)) for _ in range(K)]
+        U = plain_uniforms(g, K + 2)
+        check(draft.tolist(), target.tolist(), tokens, V, U)            # Python ints
+        for dt in (np.int64, np.int32, np.uint8, np.float16, ">f8", "<f4", np.bool_):
+            check(draft.astype(dt), target.astype(dt), tokens, V, U,
+                  draft.astype(dt).tolist(), target.astype(dt).tolist())
+
+
+def test_list_of_numpy_scalars_and_array_rows():
+    """Rows as lists of np.float64 scalars or 1-D float32/float64 arrays (read as doubles)."""
+    g = np.random.default_rng(13)
+    for _ in range(300):
+        draft, target, tokens, V = make_case(g, V=int(g.integers(1, 20)))
+        U = pick_uniforms(g, draft.tolist(), target.tolist(), tokens, V)
+        check([list(r) for r in draft], [list(r) for r in target], tokens, V, U,
+              draft.tolist(), target.tolist())
+        d32 = [r.astype(np.float32) for r in draft]
+        t32 = [r.astype(np.float32) for r in target]
+        U = pick_uniforms(g, [r.tolist() for r in d32], [r.tolist() for r in t32], tokens, V)
+        check(d32, t32, tokens, V, U, [r.tolist() for r in d32], [r.tolist() for r in t32])
+        # mixed precision between the two rows of a residual
+        check(d32, list(target), tokens, V, U, [r.tolist() for r in d32], target.tolist())
+
+
+def test_many_draft_tokens():
+    """R1/R8 with K well past 64 (heap buffers for tokens and output)."""
+    g = np.random.default_rng(21)
+    for K in (64, 65, 100, 300):
+        for _ in range(10):
+            V = int(g.integers(2, 6))
+            draft = np.full((K, V), 1.0 / V)
+            target = np.tile(g.random(V), (K + 1, 1))
+            target /= target.sum(axis=1, keepdims=True)
+            tokens = g.integers(0, V, K).tolist()
+            U = [float(x) * 0.3 for x in g.random(K + 2)]         # mostly accepts
+            check(draft, target, tokens, V, U, draft.tolist(), target.tolist())
+            check(draft.tolist(), target.tolist(), tokens, V, U)
+        # all accepted: K + 1 tokens
+        fast, used = check([[0.5, 0.5]] * K, [[0.5, 0.5]] * (K + 1), [1] * K, 2, [0.0] * (K + 2))
+        assert fast["num_accepted"] == K + 1 and used == K + 1
+        # rejection at the last position: K + 1 tokens and K + 2 uniforms (R6, R8)
+        target = [[0.5, 0.5]] * (K - 1) + [[1.0, 0.0], [0.0, 1.0]]
+        fast, used = check([[0.5, 0.5]] * K, target, [1] * K, 2, [0.0] * (K - 1) + [0.5, 0.5, 0.5])
+        assert fast["num_accepted"] == K + 1 and used == K + 2
+
+
+# --------------------------------------------------------------------------
+# sum() of the running interpreter.
+
+def _neumaier(values):
+    total = 0.0
+    c = 0.0
+    for x in values:
+        t = total + x
+        if abs(total) >= abs(x):
+            c += (total - t) + x
+        else:
+            c += (x - t) + total
+        total = t
+    return total + c if c else total
+
+
+def test_residual_sum_follows_running_interpreter():
+    """R4 / Floating point: z is ``sum()`` of the running interpreter.
+
+    The residual [1.0, 1e-16 x 10, 0] sums to 1.0 left to right but to
+    1 + 1e-15 compensated (CPython >= 3.12).  u = 1 - 5e-16 lies between the two
+    resulting ends of bucket 0, so the token depends on which sum() is used; the
+    fast path must agree with the reference in this interpreter.
+    """
+    small = [1e-16] * 10
+    p = [1.0] + small + [0.0]
+    q = [0.0] * 11 + [1.0]
+    V = len(p)
+    a = [max(0.0, x - y) for x, y in zip(p, q)]
+    plain = 0.0
+    for x in a:
+        plain += x
+    compensated = _neumaier(a)
+    assert plain == 1.0 and compensated > 1.0
+    u2 = 1.0 - 5e-16
+    assert 1.0 / compensated < u2 <= 1.0 / plain        # the two sums disagree on bucket 0
+    fast, used = check([q], [p], [V - 1], V, [0.5, u2])
+    assert used == 2
+    running = sum(a)                                    # this interpreter's sum()
+    assert running in (plain, compensated)
+    if running == plain:                                # CPython <= 3.11
+        assert fast["tokens"] == [0]
+    else:                                               # CPython >= 3.12
+        assert fast["tokens"][0] != 0
+    fast2 = fast_sim(np.array([q]), np.array([p]), [V - 1], V, uniforms=[0.5, u2])
+    assert_same(fast2, fast)
