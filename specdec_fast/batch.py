@@ -63,14 +63,14 @@ def _probabilities(x, name, ndim=3):
 
 
 def _integers(x, name, shape):
+    """An intp array; unsigned values beyond intp become -1 (caught by range checks)."""
     x = np.asarray(x)
     if x.dtype.kind not in "iu" and not (x.size == 0 and x.dtype.kind == "f"):
         raise TypeError(f"{name} must hold integers, got dtype {x.dtype}")
     if x.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got {x.shape}")
-    if x.dtype.kind == "u" and x.size and x.max() > np.iinfo(np.intp).max:
-        bad = int(np.argmax(x > np.iinfo(np.intp).max))
-        raise ValueError(f"{name}[{bad}] = {x.flat[bad]} is out of range")
+    if x.dtype.kind == "u" and x.dtype.itemsize >= np.dtype(np.intp).itemsize:
+        x = np.where(x > np.iinfo(np.intp).max, -1, x.astype(np.intp))
     return np.ascontiguousarray(x, dtype=np.intp)
 
 
@@ -95,7 +95,7 @@ def _row_states(rng, B):
         return seeded_states(generator.next_uint64(B)), None
     if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
         return seeded_states(Rng(rng).next_uint64(B)), None
-    if isinstance(rng, (list, tuple)) and rng and all(isinstance(g, Rng) for g in rng):
+    if isinstance(rng, (list, tuple)) and all(isinstance(g, Rng) for g in rng):
         if len(rng) != B:
             raise ValueError(f"rng holds {len(rng)} generators for a batch of {B}")
         return np.array([g.state["s"] for g in rng], dtype=np.uint64).reshape(B, 4), rng
@@ -182,7 +182,7 @@ def verify_batch(draft_probs, target_probs, draft_tokens, *, rng=None, uniforms=
     if tokens.ndim != 2 or tokens.shape[0] != B:
         raise ValueError(f"draft_tokens must have shape (B={B}, K), got {tokens.shape}")
     K = tokens.shape[1]
-    tokens = _integers(tokens, "draft_tokens", (B, K))
+    given_tokens, tokens = tokens, _integers(tokens, "draft_tokens", (B, K))
     if R not in (K, K + 1):
         raise ValueError(f"target_probs must have K={K} or K+1={K + 1} rows per sequence, got {R}")
     if V < 1:
@@ -206,7 +206,7 @@ def verify_batch(draft_probs, target_probs, draft_tokens, *, rng=None, uniforms=
     outside &= np.arange(K) < counts[:, None]
     if outside.any():
         b, i = np.argwhere(outside)[0]
-        raise ValueError(f"draft_tokens[{b}][{i}] = {tokens[b, i]} is outside [0, V={V})")
+        raise ValueError(f"draft_tokens[{b}][{i}] = {given_tokens[b, i]} is outside [0, V={V})")
     width = K + 2 if semantics == "reference" else K + 1
     out_tokens, out_emitted, out_accepted = _outputs(out, B, width)
 

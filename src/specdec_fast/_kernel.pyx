@@ -158,7 +158,7 @@ cdef inline bint row_sums(const real* p, Py_ssize_t n, Py_ssize_t length,
 cdef bint residual_sums(const real* p, const real* q, Py_ssize_t onehot, Py_ssize_t n,
                         Py_ssize_t length, double* sums) noexcept nogil:
     """Block sums of the residual; validity as for the C block sums."""
-    cdef double left, right
+    cdef double left = 0.0, right = 0.0     # row_sums writes nothing for an empty range
     cdef Py_ssize_t b, start, j
     cdef bint valid
     if q != NULL:

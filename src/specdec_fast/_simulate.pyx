@@ -1,33 +1,29 @@
 """The nogil Monte Carlo kernel behind ``specdec_fast.simulate``.
 
 A scenario is ``K`` fixed per-position pairs (draft ``q_i``, target ``p_i``)
-and, optionally, a bonus row ``p_K``.  The Python layer (``simulate.py``)
-normalises the rows and precomputes, once per scenario and position, the
-tables every trial reads (all float64, C-contiguous):
+and, optionally, a bonus row ``p_K``.  The distributions do not change from
+trial to trial, so everything a trial reads is built once per scenario and
+position (``Scenarios``):
 
-``cdf_q``      (S, K, V)  prefix sums of ``q_i``
-``ratio``      (S, K, V)  ``p_i[v] / q_i[v]`` (unused where ``q_i[v] == 0``)
-``cdf_r``      (S, K, V)  prefix sums of the residual ``max(0, p_i - q_i)``
-``cdf_b``      (S, V)     prefix sums of the bonus row ``p_K`` (ignored without one)
-
-Sampling from a row is by inverse CDF: ``x = u * total`` and the first ``v``
-with ``cdf[v] > x``, found by binary search.  The strict ``>`` never returns a
-token of zero mass; when rounding leaves ``x >= total`` the last token of
-positive mass is taken (``last`` arrays).
+- alias tables (Walker 1977, built with Vose's 1991 method by ``alias_tables``)
+  of ``q_i``, of the residual ``max(0, p_i - q_i)`` and of the bonus row
+  ``p_K``, so that drawing a token costs one uniform and one table lookup,
+  whatever the vocabulary size;
+- the acceptance ratios ``p_i[v] / q_i[v]``.
 
 One trial is one verify step, drawing from the chunk's xoshiro256+ stream in
-this order: for each position reached, the draft token (inverse CDF of
-``q_i``) and the accept test ``u < p_i(t) / q_i(t)``; on a rejection the
-correction token (inverse CDF of the residual); then the bonus token (inverse
-CDF of ``p_K``) when every draft passed, or, under the reference's rule R6,
-also after a rejection at the last position.  Drafts past the first rejection
-cannot change the step and are not drawn.
+this order: for each position reached, the draft token (from ``q_i``) and the
+accept test ``u < p_i(t) / q_i(t)``; on a rejection the correction token (from
+the residual); then the bonus token (from ``p_K``) when every draft passed or,
+under the reference's rule R6, also after a rejection at the last position.
+Drafts past the first rejection cannot change the step and are not drawn.
 
 Each chunk of trials runs on its own stream and writes its own counters, so
 the totals do not depend on which thread ran which chunk.
 """
 cimport numpy as cnp
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint64_t
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
 from specdec_fast._rng cimport (xoshiro256plus_jump, xoshiro256plus_next_double,
@@ -36,34 +32,119 @@ from specdec_fast._rng cimport (xoshiro256plus_jump, xoshiro256plus_next_double,
 cnp.import_array()
 
 
-cdef inline Py_ssize_t search(const double* cdf, Py_ssize_t n, double total, Py_ssize_t last,
-                              double u) noexcept nogil:
-    """The first ``v`` with ``cdf[v] > u * total``; ``last`` when there is none."""
-    cdef double x = u * total
-    cdef const double* base = cdf
-    cdef Py_ssize_t length = n, half
-    while length > 1:
-        half = length >> 1
-        base = base + half if base[half - 1] <= x else base
-        length -= half
-    if base[0] > x:
-        return base - cdf
-    if base - cdf + 1 < n:
-        return base - cdf + 1
-    return last
+cdef inline Py_ssize_t alias_sample(const double* prob, const int32_t* alias, Py_ssize_t n,
+                                    double u) noexcept nogil:
+    """A token from an alias table: column ``floor(u n)``, kept with probability
+    ``prob`` (the fractional part of ``u n`` is the second uniform), else its alias."""
+    cdef double x = u * <double>n
+    cdef Py_ssize_t i = <Py_ssize_t>x
+    if i >= n:
+        i = n - 1
+    if x - <double>i < prob[i]:
+        return i
+    return alias[i]
+
+
+cdef int build_alias(const double* w, Py_ssize_t n, double* prob, int32_t* alias,
+                     double* scaled, int32_t* small, int32_t* large) noexcept nogil:
+    """Vose's alias method for the non-negative weights ``w`` (positive sum).
+
+    Column ``i`` keeps token ``i`` with probability ``prob[i]`` and otherwise
+    gives ``alias[i]``; a token of weight 0 is never returned.  Returns -1 when
+    the weights sum to 0.
+    """
+    cdef double total = 0.0
+    cdef Py_ssize_t i, ns = 0, nl = 0, last = -1
+    cdef int32_t l, g
+    for i in range(n):
+        total += w[i]
+        if w[i] > 0.0:
+            last = i
+    if not total > 0.0:
+        return -1
+    for i in range(n):
+        scaled[i] = w[i] * <double>n / total
+        if scaled[i] < 1.0:
+            small[ns] = <int32_t>i
+            ns += 1
+        else:
+            large[nl] = <int32_t>i
+            nl += 1
+    while ns > 0 and nl > 0:
+        ns -= 1
+        l = small[ns]
+        g = large[nl - 1]
+        prob[l] = scaled[l]
+        alias[l] = g
+        scaled[g] = (scaled[g] + scaled[l]) - 1.0
+        if scaled[g] < 1.0:
+            nl -= 1
+            small[ns] = g
+            ns += 1
+    while nl > 0:                     # what is left is full, up to rounding
+        nl -= 1
+        prob[large[nl]] = 1.0
+        alias[large[nl]] = large[nl]
+    while ns > 0:
+        ns -= 1
+        l = small[ns]
+        if w[l] > 0.0:
+            prob[l] = 1.0
+            alias[l] = l
+        else:                         # only after heavy rounding: never return l
+            prob[l] = 0.0
+            alias[l] = <int32_t>last
+    return 0
+
+
+def alias_tables(weights):
+    """``(prob, alias)``: alias tables of the rows of ``weights`` (..., V) float64.
+
+    ``prob`` float64 and ``alias`` int32, both of the shape of ``weights``.
+    Every row must be non-negative with a positive sum; V < 2**31.
+    """
+    cdef cnp.ndarray w = cnp.PyArray_FROMANY(weights, cnp.NPY_DOUBLE, 1, 0,
+                                             cnp.NPY_ARRAY_C_CONTIGUOUS)
+    if cnp.PyArray_NDIM(w) < 1:
+        raise ValueError("weights must have at least one axis")
+    cdef Py_ssize_t n = cnp.PyArray_DIM(w, cnp.PyArray_NDIM(w) - 1)
+    if n < 1 or n >= 2**31:
+        raise ValueError(f"rows must hold 1 to 2**31 - 1 entries, got {n}")
+    cdef Py_ssize_t rows = cnp.PyArray_SIZE(w) // n, r
+    cdef cnp.ndarray prob = cnp.PyArray_ZEROS(w.ndim, w.shape, cnp.NPY_DOUBLE, 0)
+    cdef cnp.ndarray alias = cnp.PyArray_ZEROS(w.ndim, w.shape, cnp.NPY_INT32, 0)
+    cdef const double* wd = <const double*>cnp.PyArray_DATA(w)
+    cdef double* pd = <double*>cnp.PyArray_DATA(prob)
+    cdef int32_t* ad = <int32_t*>cnp.PyArray_DATA(alias)
+    cdef double* scaled = <double*>malloc(n * sizeof(double))
+    cdef int32_t* small = <int32_t*>malloc(n * sizeof(int32_t))
+    cdef int32_t* large = <int32_t*>malloc(n * sizeof(int32_t))
+    cdef int bad = 0
+    try:
+        if scaled == NULL or small == NULL or large == NULL:
+            raise MemoryError()
+        with nogil:
+            for r in range(rows):
+                if build_alias(wd + r * n, n, pd + r * n, ad + r * n, scaled, small, large):
+                    bad = 1
+                    break
+    finally:
+        free(scaled)
+        free(small)
+        free(large)
+    if bad:
+        raise ValueError("every row must have a positive sum")
+    return prob, alias
 
 
 cdef struct Tables:
-    const double* cdf_q
-    const double* tot_q
-    const Py_ssize_t* last_q
+    const double* q_prob
+    const int32_t* q_alias
     const double* ratio
-    const double* cdf_r
-    const double* tot_r
-    const Py_ssize_t* last_r
-    const double* cdf_b
-    double tot_b
-    Py_ssize_t last_b
+    const double* r_prob
+    const int32_t* r_alias
+    const double* b_prob
+    const int32_t* b_alias
     Py_ssize_t K
     Py_ssize_t V
     bint bonus
@@ -86,24 +167,23 @@ cdef void run_trials(Tables* t, xoshiro256plus_state* st, Py_ssize_t trials,
         rejected = False
         for i in range(K):
             row = i * V
-            u = xoshiro256plus_next_double(st)
-            token = search(t.cdf_q + row, V, t.tot_q[i], t.last_q[i], u)
+            token = alias_sample(t.q_prob + row, t.q_alias + row, V,
+                                 xoshiro256plus_next_double(st))
             u = xoshiro256plus_next_double(st)
             if u < t.ratio[row + token]:
                 if token_counts != NULL:
                     token_counts[row + token] += 1
                 a += 1
                 continue
-            u = xoshiro256plus_next_double(st)
-            token = search(t.cdf_r + row, V, t.tot_r[i], t.last_r[i], u)
+            token = alias_sample(t.r_prob + row, t.r_alias + row, V,
+                                 xoshiro256plus_next_double(st))
             if token_counts != NULL:
                 token_counts[row + token] += 1
             rejected = True
             break
         accepted_hist[a] += 1
         if t.bonus and (not rejected or (t.reference and a == K - 1)):
-            u = xoshiro256plus_next_double(st)
-            token = search(t.cdf_b, V, t.tot_b, t.last_b, u)
+            token = alias_sample(t.b_prob, t.b_alias, V, xoshiro256plus_next_double(st))
             if token_counts != NULL:
                 token_counts[K * V + token] += 1
             emitted_hist[K + 1] += 1
@@ -132,69 +212,57 @@ def chunk_states(keys, Py_ssize_t chunks):
     return out
 
 
-cdef const double* f64(cnp.ndarray a, int ndim, str name) except NULL:
-    if (cnp.PyArray_TYPE(a) != cnp.NPY_DOUBLE or cnp.PyArray_NDIM(a) != ndim
+cdef const void* data(cnp.ndarray a, int typenum, tuple shape, str name) except NULL:
+    if (cnp.PyArray_TYPE(a) != typenum or (<object>a).shape != shape
             or not cnp.PyArray_IS_C_CONTIGUOUS(a)):
-        raise ValueError(f"{name} must be a C-contiguous {ndim}-D float64 array")
-    return <const double*>cnp.PyArray_DATA(a)
-
-
-cdef const Py_ssize_t* intp(cnp.ndarray a, int ndim, str name) except NULL:
-    if (cnp.PyArray_TYPE(a) != cnp.NPY_INTP or cnp.PyArray_NDIM(a) != ndim
-            or not cnp.PyArray_IS_C_CONTIGUOUS(a)):
-        raise ValueError(f"{name} must be a C-contiguous {ndim}-D intp array")
-    return <const Py_ssize_t*>cnp.PyArray_DATA(a)
+        raise ValueError(f"{name} must be a C-contiguous array of shape {shape} "
+                         f"and type {cnp.PyArray_DescrFromType(typenum)}")
+    return cnp.PyArray_DATA(a)
 
 
 cdef class Scenarios:
-    """The per-scenario tables, kept alive and checked once; ``run`` simulates a chunk."""
+    """The per-scenario tables, kept alive and checked once; ``run`` simulates a chunk.
+
+    ``Scenarios(q_prob, q_alias, ratio, r_prob, r_alias, b_prob, b_alias, bonus,
+    reference)``: alias tables (``alias_tables``) of the drafts ``q_i`` and of
+    the residuals, (S, K, V) float64 / int32; the ratios ``p_i / q_i`` (S, K, V)
+    float64; alias tables of the bonus rows (S, V), ignored when ``bonus`` is
+    false.
+    """
 
     cdef tuple _arrays
-    cdef const double* cdf_q
-    cdef const double* tot_q
-    cdef const Py_ssize_t* last_q
+    cdef const double* q_prob
+    cdef const int32_t* q_alias
     cdef const double* ratio
-    cdef const double* cdf_r
-    cdef const double* tot_r
-    cdef const Py_ssize_t* last_r
-    cdef const double* cdf_b
-    cdef const double* tot_b
-    cdef const Py_ssize_t* last_b
+    cdef const double* r_prob
+    cdef const int32_t* r_alias
+    cdef const double* b_prob
+    cdef const int32_t* b_alias
     cdef readonly Py_ssize_t S, K, V
     cdef readonly bint bonus, reference
 
-    def __init__(self, cnp.ndarray cdf_q, cnp.ndarray tot_q, cnp.ndarray last_q,
-                 cnp.ndarray ratio, cnp.ndarray cdf_r, cnp.ndarray tot_r, cnp.ndarray last_r,
-                 cnp.ndarray cdf_b, cnp.ndarray tot_b, cnp.ndarray last_b,
-                 bint bonus, bint reference):
-        self._arrays = (cdf_q, tot_q, last_q, ratio, cdf_r, tot_r, last_r, cdf_b, tot_b, last_b)
-        self.cdf_q = f64(cdf_q, 3, "cdf_q")
-        self.S = cnp.PyArray_DIM(cdf_q, 0)
-        self.K = cnp.PyArray_DIM(cdf_q, 1)
-        self.V = cnp.PyArray_DIM(cdf_q, 2)
-        if self.V < 1:
-            raise ValueError("the vocabulary must hold at least one token")
-        shape3, shape2, shape1 = (self.S, self.K, self.V), (self.S, self.K), (self.S,)
-        for name, arr, shape in (("ratio", ratio, shape3), ("cdf_r", cdf_r, shape3),
-                                 ("tot_q", tot_q, shape2), ("tot_r", tot_r, shape2),
-                                 ("last_q", last_q, shape2), ("last_r", last_r, shape2),
-                                 ("cdf_b", cdf_b, (self.S, self.V)), ("tot_b", tot_b, shape1),
-                                 ("last_b", last_b, shape1)):
-            if (<object>arr).shape != shape:
-                raise ValueError(f"{name} must have shape {shape}, got {(<object>arr).shape}")
-        self.tot_q = f64(tot_q, 2, "tot_q")
-        self.last_q = intp(last_q, 2, "last_q")
-        self.ratio = f64(ratio, 3, "ratio")
-        self.cdf_r = f64(cdf_r, 3, "cdf_r")
-        self.tot_r = f64(tot_r, 2, "tot_r")
-        self.last_r = intp(last_r, 2, "last_r")
-        self.cdf_b = f64(cdf_b, 2, "cdf_b")
-        self.tot_b = f64(tot_b, 1, "tot_b")
-        self.last_b = intp(last_b, 1, "last_b")
-        for v in (<object>last_q).ravel().tolist() + (<object>last_r).ravel().tolist() + (
-                (<object>last_b).ravel().tolist() if bonus else []):
-            if not 0 <= v < self.V:
-                raise ValueError("last indices must lie in [0, V)")
+    def __init__(self, cnp.ndarray q_prob, cnp.ndarray q_alias, cnp.ndarray ratio,
+                 cnp.ndarray r_prob, cnp.ndarray r_alias, cnp.ndarray b_prob,
+                 cnp.ndarray b_alias, bint bonus, bint reference):
+        if cnp.PyArray_NDIM(q_prob) != 3:
+            raise ValueError("q_prob must be 3-D (S, K, V)")
+        self.S = cnp.PyArray_DIM(q_prob, 0)
+        self.K = cnp.PyArray_DIM(q_prob, 1)
+        self.V = cnp.PyArray_DIM(q_prob, 2)
+        if self.V < 1 or self.V >= 2**31:
+            raise ValueError("the vocabulary must hold 1 to 2**31 - 1 tokens")
+        shape3, shape2 = (self.S, self.K, self.V), (self.S, self.V)
+        self.q_prob = <const double*>data(q_prob, cnp.NPY_DOUBLE, shape3, "q_prob")
+        self.q_alias = <const int32_t*>data(q_alias, cnp.NPY_INT32, shape3, "q_alias")
+        self.ratio = <const double*>data(ratio, cnp.NPY_DOUBLE, shape3, "ratio")
+        self.r_prob = <const double*>data(r_prob, cnp.NPY_DOUBLE, shape3, "r_prob")
+        self.r_alias = <const int32_t*>data(r_alias, cnp.NPY_INT32, shape3, "r_alias")
+        self.b_prob = <const double*>data(b_prob, cnp.NPY_DOUBLE, shape2, "b_prob")
+        self.b_alias = <const int32_t*>data(b_alias, cnp.NPY_INT32, shape2, "b_alias")
+        for name, arr in (("q_alias", q_alias), ("r_alias", r_alias), ("b_alias", b_alias)):
+            if arr.size and not (0 <= (<object>arr).min() and (<object>arr).max() < self.V):
+                raise ValueError(f"{name} must hold tokens in [0, V)")
+        self._arrays = (q_prob, q_alias, ratio, r_prob, r_alias, b_prob, b_alias)
         self.bonus = bonus
         self.reference = reference
 
@@ -223,16 +291,14 @@ cdef class Scenarios:
         cdef xoshiro256plus_state* st = <xoshiro256plus_state*>cnp.PyArray_DATA(state)
         if st.s[0] == 0 and st.s[1] == 0 and st.s[2] == 0 and st.s[3] == 0:
             raise ValueError("state must not be all zero")
-        t.cdf_q = self.cdf_q + s * self.K * self.V
-        t.tot_q = self.tot_q + s * self.K
-        t.last_q = self.last_q + s * self.K
-        t.ratio = self.ratio + s * self.K * self.V
-        t.cdf_r = self.cdf_r + s * self.K * self.V
-        t.tot_r = self.tot_r + s * self.K
-        t.last_r = self.last_r + s * self.K
-        t.cdf_b = self.cdf_b + s * self.V
-        t.tot_b = self.tot_b[s]
-        t.last_b = self.last_b[s]
+        cdef Py_ssize_t block = s * self.K * self.V
+        t.q_prob = self.q_prob + block
+        t.q_alias = self.q_alias + block
+        t.ratio = self.ratio + block
+        t.r_prob = self.r_prob + block
+        t.r_alias = self.r_alias + block
+        t.b_prob = self.b_prob + s * self.V
+        t.b_alias = self.b_alias + s * self.V
         t.K = self.K
         t.V = self.V
         t.bonus = self.bonus
