@@ -49,7 +49,7 @@ def extension(name):
 
 setup(
     ext_modules=cythonize(
-        [extension(name) for name in ("_rng", "_kernel", "_core", "_batch")],
+        [extension(name) for name in ("_rng", "_kernel", "_core", "_batch", "_simulate")],
         compiler_directives=directives,
         include_path=["src"],
     ),

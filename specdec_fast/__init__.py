@@ -11,7 +11,9 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
 
 from specdec_fast._core import speculative_decode_sim  # noqa: E402
 from specdec_fast.batch import VerifyResult, verify_batch  # noqa: E402
+from specdec_fast import synthetic, theory  # noqa: E402
+from specdec_fast.simulate import SimulationResult, simulate  # noqa: E402
 
-__all__ = ["Rng", "VerifyResult", "get_default_rng", "seed", "speculative_decode_sim",
-           "verify_batch"]
+__all__ = ["Rng", "SimulationResult", "VerifyResult", "get_default_rng", "seed", "simulate",
+           "speculative_decode_sim", "synthetic", "theory", "verify_batch"]
 __version__ = "0.1.0"

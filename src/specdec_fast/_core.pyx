@@ -475,6 +475,23 @@ cdef inline bint m_is_array_row(Matrix* m, Py_ssize_t i):
     return cnp.PyArray_Check(row) and in_place_dtype(row)
 
 
+cdef extern from "prefetch.h" nogil:
+    void specdec_prefetch(const void* p)
+
+
+cdef inline void prefetch_entries(Matrix* target, Matrix* draft, const Py_ssize_t* tokens,
+                                  Py_ssize_t K) noexcept:
+    """Start loading every p_i[t_i] and q_i[t_i] of array inputs at once."""
+    cdef Py_ssize_t i
+    for i in range(K):
+        if target.data != NULL:
+            specdec_prefetch(target.data + i * target.row_stride
+                             + tokens[i] * (4 if target.single else 8))
+        if draft.data != NULL:
+            specdec_prefetch(draft.data + i * draft.row_stride
+                             + tokens[i] * (4 if draft.single else 8))
+
+
 # --------------------------------------------------------------------------
 # The drop-in.
 
@@ -539,6 +556,7 @@ def speculative_decode_sim(draft_probs, target_probs, draft_tokens, vocab_size, 
             raise MemoryError()
     try:
         read_tokens(draft_tokens, K, V, tokens)
+        prefetch_entries(&target, &draft, tokens, K)
         bonus = True
         for i in range(K):                                   # R1
             t = tokens[i]

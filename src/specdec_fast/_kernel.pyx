@@ -29,6 +29,10 @@ from libc.math cimport fabs
 
 from specdec_fast._rng cimport xoshiro256plus_next_double
 
+
+cdef extern from "prefetch.h" nogil:
+    void specdec_prefetch(const void* p)
+
 cdef extern from "block_sums.h" nogil:
     int residual_block_sums_f64(const double* p, const double* q, Py_ssize_t n,
                                 Py_ssize_t block, double* sums)
@@ -339,6 +343,11 @@ cdef VerifyOutcome verify_row(const real* target, Py_ssize_t target_stride,
     outcome.emitted = 0
     outcome.accepted = 0
     outcome.error = OK
+    for i in range(k):
+        if 0 <= tokens[i] < n:
+            specdec_prefetch(target + i * target_stride + tokens[i])
+            if draft != NULL:
+                specdec_prefetch(draft + i * draft_stride + tokens[i])
     for i in range(k):                                           # R1
         t = tokens[i]
         if not 0 <= t < n:

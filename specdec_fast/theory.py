@@ -1,0 +1,272 @@
+"""Closed forms for draft-target speculative decoding: acceptance, tokens per step, speedup.
+
+One verify step proposes ``K`` draft tokens; position ``i`` (1-based) accepts its
+draft with probability ``alpha_i = sum_v min(p_i[v], q_i[v])`` when the draft
+token is sampled from ``q_i`` (Leviathan et al. 2023, Definition 3.1 and
+Corollary 3.6: ``alpha = 1 - TV(p, q)``).  The positions are independent, so
+the number ``A`` of accepted drafts has
+
+    P(A >= j) = alpha_1 * ... * alpha_j        (the probability of reaching j+1)
+
+and the tokens emitted per step are ``N = A + 1`` (the accepted drafts, then a
+correction token or, after all ``K`` accepted, the bonus token):
+
+    E[N] = 1 + alpha_1 + alpha_1 alpha_2 + ... + alpha_1 ... alpha_K.
+
+With one ``alpha`` at every position this is the geometric sum
+``(1 - alpha^(K+1)) / (1 - alpha)`` (Leviathan et al. 2023, Equation 1; Chen et
+al. 2023), evaluated here as a sum so that ``alpha = 1`` (``K + 1`` tokens) and
+``alpha = 0`` (one token) need no limit.
+
+Two variants, selected by keyword:
+
+``semantics="reference"``
+    The reference implementation's rule R6 (``shared/reference-semantics.md``)
+    also draws the bonus token after a rejection at the last position ``K``, so
+    that outcome emits ``K + 1`` tokens instead of ``K``:
+    ``E_ref = E_exact + alpha_1 ... alpha_{K-1} (1 - alpha_K)``, which for one
+    alpha is ``alpha^(K-1) (1 - alpha)``.  Under it a step never emits exactly
+    ``K`` tokens (for ``K >= 1``).  Rule R2 (a draft with ``q == 0`` ends the
+    step empty) cannot fire when drafts are sampled from ``q``, so it changes
+    no expectation here.
+``bonus=False``
+    The target gave no row for position ``K + 1``: after all ``K`` accepted no
+    bonus token follows (either semantics), so ``E = E_exact - alpha_1 ... alpha_K``.
+
+Walltime (Leviathan et al. 2023, Theorem 3.8): with ``c`` the cost of one draft
+run relative to one target run, a step costs ``K c + 1`` target runs, so the
+improvement over plain decoding is ``E[N] / (K c + 1)``, which for one alpha is
+``(1 - alpha^(K+1)) / ((1 - alpha)(K c + 1))``.
+
+References: Y. Leviathan, M. Kalman, Y. Matias, "Fast Inference from
+Transformers via Speculative Decoding", ICML 2023; C. Chen et al.,
+"Accelerating Large Language Model Decoding with Speculative Sampling", 2023.
+
+Alphas are given in one of two forms.  ``k`` given: ``alpha`` holds scalar
+acceptance rates (any shape), each the same at every position, and broadcasts
+against ``k`` (and ``cost_ratio``).  ``k=None``: the last axis of ``alpha``
+holds one rate per position, ``alpha[..., i]`` for position ``i + 1``, and
+``K = alpha.shape[-1]``.
+"""
+import operator
+
+import numpy as np
+
+__all__ = ["acceptance_rate", "expected_tokens", "emitted_distribution", "speedup",
+           "optimal_k"]
+
+_SEMANTICS = ("exact", "reference")
+
+
+def acceptance_rate(p, q):
+    """``alpha = sum_v min(p[v], q[v])`` along the last axis (broadcasting the rest).
+
+    The probability that a draft token sampled from ``q`` passes the test
+    ``u < p(t)/q(t)``, and ``1 - TV(p, q)`` for normalised rows (Leviathan et
+    al. 2023, Corollary 3.6).  Returns a float for 1-D inputs, else an array of
+    the broadcast shape without the last axis.
+    """
+    p = _real_array(p, "p")
+    q = _real_array(q, "q")
+    if p.ndim == 0 or q.ndim == 0:
+        raise ValueError("p and q must have at least one axis (the vocabulary)")
+    if p.shape[-1] != q.shape[-1]:
+        raise ValueError(f"p and q must have the same vocabulary size, got "
+                         f"{p.shape[-1]} and {q.shape[-1]}")
+    try:
+        alpha = np.minimum(p, q).sum(axis=-1)
+    except ValueError:
+        raise ValueError(f"p and q do not broadcast: shapes {p.shape} and {q.shape}") from None
+    return float(alpha) if alpha.ndim == 0 else alpha
+
+
+def expected_tokens(alpha, k=None, *, semantics="exact", bonus=True):
+    """Expected tokens emitted per verify step.
+
+    ``E = sum_{j=0..K} alpha_1 ... alpha_j`` (the ``j = 0`` term is 1): the
+    probability of reaching each position, summed.  One alpha:
+    ``(1 - alpha^(K+1)) / (1 - alpha)``, and ``K + 1`` at ``alpha = 1``
+    (Leviathan et al. 2023, Eq. 1).  ``semantics="reference"`` adds
+    ``alpha_1 ... alpha_{K-1} (1 - alpha_K)`` (one alpha:
+    ``alpha^(K-1) (1 - alpha)``) for the reference's bonus after a rejection
+    at the last position (rule R6); ``bonus=False`` drops the bonus token,
+    ``E = sum_{j=0..K-1} alpha_1 ... alpha_j``.
+
+    See the module docstring for the two forms of ``alpha`` / ``k``; with
+    ``k`` given, ``alpha`` and ``k`` broadcast.  Returns a float for scalar
+    results, else an array.
+    """
+    semantics = _semantics(semantics)
+    if k is None or np.ndim(k) == 0:
+        dist = emitted_distribution(alpha, k, semantics=semantics, bonus=bonus)
+        return _out(dist @ np.arange(dist.shape[-1], dtype=np.float64))
+    ks = _ks(k)
+    a = _alphas(alpha, "alpha")
+    try:
+        a, ks = np.broadcast_arrays(a, ks)
+    except ValueError:
+        raise ValueError(f"alpha and k do not broadcast: shapes {a.shape} and "
+                         f"{ks.shape}") from None
+    out = np.empty(a.shape, dtype=np.float64)
+    for K in np.unique(ks):                      # one evaluation per distinct K
+        sel = ks == K
+        per_position = np.broadcast_to(a[sel][:, None], (int(sel.sum()), int(K)))
+        dist = _distribution(per_position, semantics, bool(bonus))
+        out[sel] = dist @ np.arange(int(K) + 2, dtype=np.float64)
+    return out
+
+
+def emitted_distribution(alpha, k=None, *, semantics="exact", bonus=True):
+    """Probabilities of emitting ``0, 1, ..., K + 1`` tokens in one step: shape ``(..., K + 2)``.
+
+    With ``P(A = j) = alpha_1 ... alpha_j (1 - alpha_{j+1})`` for ``j < K`` and
+    ``P(A = K) = alpha_1 ... alpha_K`` accepted drafts, a step emits ``j + 1``
+    tokens when ``A = j < K`` and ``K + 1`` when ``A = K`` (``K`` with
+    ``bonus=False``).  Under ``semantics="reference"`` (rule R6, with a bonus
+    row) a rejection at the last position also emits ``K + 1``, so
+    ``P(N = K) = 0`` and ``P(N = K + 1) = alpha_1 ... alpha_{K-1}``.  Count 0
+    happens only for ``K = 0`` without a bonus row.
+
+    ``k`` (when given) must be a single int here, since it fixes the length
+    of the last axis; ``alpha`` may then be an array of scalar rates.
+    """
+    semantics = _semantics(semantics)
+    bonus = bool(bonus)
+    a = _alphas(alpha, "alpha")
+    if k is None:
+        if a.ndim == 0:
+            raise ValueError("alpha must have a last axis of per-position rates when k is None "
+                             "(pass k for one alpha at every position)")
+        return _distribution(a, semantics, bonus)
+    ks = _ks(k)
+    if ks.ndim != 0:
+        raise ValueError("emitted_distribution needs a single int k (it sets the length "
+                         "of the last axis)")
+    K = int(ks)
+    return _distribution(np.broadcast_to(a[..., None], a.shape + (K,)), semantics, bonus)
+
+
+def speedup(alpha, k, cost_ratio, *, semantics="exact", bonus=True):
+    """Walltime improvement over plain decoding: ``E[tokens per step] / (K c + 1)``.
+
+    Leviathan et al. 2023, Theorem 3.8: ``(1 - alpha^(K+1)) / ((1 - alpha)(K c + 1))``
+    for one alpha, where ``c = cost_ratio`` is the time of one draft run over
+    the time of one target run (``c >= 0``); a step runs the draft ``K`` times
+    and the target once.  Generalised to per-position alphas (``k=None``) and
+    to the reference's semantics through ``expected_tokens``.  Broadcasts over
+    ``alpha``, ``k`` and ``cost_ratio``.
+    """
+    c = _cost(cost_ratio)
+    e = np.asarray(expected_tokens(alpha, k, semantics=semantics, bonus=bonus))
+    K = np.shape(np.asarray(alpha))[-1] if k is None else _ks(k)
+    return _out(e / (np.asarray(K, dtype=np.float64) * c + 1.0))
+
+
+def optimal_k(alpha, cost_ratio, k_max=32, *, semantics="exact", bonus=True):
+    """The ``K`` in ``1 .. k_max`` of the largest ``speedup(alpha, K, cost_ratio)``.
+
+    The lowest such ``K`` on ties (``alpha = 0`` with ``c = 0``: 1).  ``alpha``
+    (one rate for every position) and ``cost_ratio`` broadcast; returns an int
+    for scalar inputs, else an int64 array.  ``K = 0`` (no speculation) has
+    speedup 1: when ``speedup(alpha, optimal_k(...), c) < 1`` speculation does
+    not pay at all.
+    """
+    k_max = _positive_int(k_max, "k_max")
+    a = _alphas(alpha, "alpha")
+    c = _cost(cost_ratio)
+    try:
+        a, c = np.broadcast_arrays(a, c)
+    except ValueError:
+        raise ValueError(f"alpha and cost_ratio do not broadcast: shapes {a.shape} and "
+                         f"{c.shape}") from None
+    ks = np.arange(1, k_max + 1)
+    s = speedup(a[..., None], ks, c[..., None], semantics=semantics, bonus=bonus)
+    best = np.argmax(np.asarray(s), axis=-1) + 1      # argmax: the first maximum
+    return int(best) if best.ndim == 0 else best.astype(np.int64)
+
+
+# --------------------------------------------------------------------------
+
+def _distribution(a, semantics, bonus):
+    """(..., K) per-position alphas -> (..., K + 2) probabilities of 0 .. K + 1 tokens."""
+    K = a.shape[-1]
+    lead = a.shape[:-1]
+    reach = np.ones(lead + (K + 1,), dtype=np.float64)      # P(A >= j), j = 0 .. K
+    if K:
+        reach[..., 1:] = np.cumprod(a, axis=-1)
+    p_accepted = np.empty_like(reach)                        # P(A = j)
+    p_accepted[..., :K] = reach[..., :K] * (1.0 - a)
+    p_accepted[..., K] = reach[..., K]
+    dist = np.zeros(lead + (K + 2,), dtype=np.float64)
+    dist[..., 1:K + 1] = p_accepted[..., :K]                 # A = j < K: j + 1 tokens
+    if bonus:
+        dist[..., K + 1] += p_accepted[..., K]
+        if semantics == "reference" and K >= 1:              # R6: rejection at position K
+            dist[..., K + 1] += dist[..., K]
+            dist[..., K] = 0.0
+    else:
+        dist[..., K] += p_accepted[..., K]
+    return dist
+
+
+def _out(x):
+    x = np.asarray(x, dtype=np.float64)
+    return float(x) if x.ndim == 0 else x
+
+
+def _real_array(x, name):
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be an array of real numbers") from None
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} must be finite")
+    return arr
+
+
+def _alphas(alpha, name):
+    a = _real_array(alpha, name)
+    if ((a < 0.0) | (a > 1.0)).any():
+        bad = a.flat[int(np.argmax(((a < 0.0) | (a > 1.0)).ravel()))]
+        raise ValueError(f"{name} must lie in [0, 1], got {bad!r}")
+    return a
+
+
+def _ks(k):
+    if isinstance(k, (bool, np.bool_)):
+        raise TypeError("k must be a non-negative int")
+    if isinstance(k, (int, np.integer)):
+        if k < 0:
+            raise ValueError(f"k must be a non-negative int, got {k}")
+        return np.asarray(int(k), dtype=np.int64)
+    arr = np.asarray(k)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"k must be a non-negative int or an int array, not {arr.dtype}")
+    if (arr < 0).any():
+        raise ValueError("k must be non-negative")
+    return arr.astype(np.int64)
+
+
+def _positive_int(x, name):
+    if isinstance(x, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a positive int")
+    try:
+        value = operator.index(x)
+    except TypeError:
+        raise TypeError(f"{name} must be a positive int, not {type(x).__name__}") from None
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+    return value
+
+
+def _cost(cost_ratio):
+    c = _real_array(cost_ratio, "cost_ratio")
+    if (c < 0.0).any():
+        raise ValueError("cost_ratio must be non-negative")
+    return c
+
+
+def _semantics(semantics):
+    if semantics not in _SEMANTICS:
+        raise ValueError(f"semantics must be 'exact' or 'reference', got {semantics!r}")
+    return semantics

@@ -1,0 +1,284 @@
+"""``specdec_fast.simulate``: the Monte Carlo kernel against the closed forms.
+
+Seeds are fixed, so every run of this file draws the same numbers and either
+always passes or always fails.  The statistical comparisons use intervals at
+``CONFIDENCE = 1 - 1e-6`` (about 4.9 standard errors): were the seeds drawn at
+random, each comparison would fail by chance with probability at most about
+1e-6, and the file (a few hundred comparisons) with probability below 1e-3.
+"""
+import _thread
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from specdec_fast import theory
+from specdec_fast._rng import Rng
+from specdec_fast._simulate import alias_tables
+from specdec_fast.simulate import CHUNK_TRIALS, SimulationResult, simulate
+from specdec_fast.synthetic import zipf_rows
+
+CONFIDENCE = 1 - 1e-6
+Z = 4.8916                          # the normal quantile of 1 - 1e-6 / 2
+
+
+def inside(value, ci):
+    return ci[0] <= value <= ci[1]
+
+
+def check_against_theory(r):
+    """Closed forms inside the simulation's intervals: mean, frequencies, acceptance."""
+    assert inside(r.expected_tokens, r.mean_tokens_ci), (r.mean_tokens, r.mean_tokens_ci,
+                                                         r.expected_tokens)
+    for n in range(r.k + 2):
+        assert inside(r.expected_frequencies[n], r.frequencies_ci[n]), n
+    for i in range(r.k):
+        assert inside(r.alpha[i], r.acceptance_ci[i]), i
+
+
+@pytest.mark.parametrize("semantics", ["exact", "reference"])
+@pytest.mark.parametrize("alpha", [0.3, 0.7, 0.95])
+@pytest.mark.parametrize("k", [1, 3, 8])
+def test_closed_form_inside_confidence_interval(semantics, alpha, k):
+    draft, target = zipf_rows(200, [alpha] * k, rng=k)
+    r = simulate(draft, target, trials=150_000, rng=1000 * k + int(alpha * 100),
+                 semantics=semantics, confidence=CONFIDENCE)
+    assert isinstance(r, SimulationResult)
+    assert r.trials == 150_000 and not r.interrupted
+    np.testing.assert_allclose(r.alpha, alpha, atol=1e-12)
+    assert r.expected_tokens == pytest.approx(theory.expected_tokens(alpha, k,
+                                                                     semantics=semantics))
+    check_against_theory(r)
+
+
+def test_reference_exceeds_exact_by_r6_term():
+    alpha, k = 0.6, 4
+    draft, target = zipf_rows(100, [alpha] * k, rng=5)
+    exact = simulate(draft, target, trials=400_000, rng=11, semantics="exact")
+    ref = simulate(draft, target, trials=400_000, rng=12, semantics="reference")
+    excess = alpha ** (k - 1) * (1 - alpha)
+    assert ref.expected_tokens - exact.expected_tokens == pytest.approx(excess, abs=1e-12)
+    # The difference of two independent means: its standard error from both intervals.
+    se = np.hypot(*(np.diff(x.mean_tokens_ci)[0] / (2 * 1.95996) for x in (exact, ref)))
+    assert abs((ref.mean_tokens - exact.mean_tokens) - excess) < Z * se
+    # R6: a reference step never emits exactly K tokens.
+    assert ref.histogram[k] == 0 and exact.histogram[k] > 0
+
+
+def test_per_position_alphas_and_no_bonus_row():
+    alphas = [0.9, 0.5, 0.75, 0.3]
+    draft, target = zipf_rows(300, alphas, rng=9)
+    for semantics in ("exact", "reference"):
+        r = simulate(draft, target, trials=200_000, rng=3, semantics=semantics,
+                     confidence=CONFIDENCE)
+        np.testing.assert_allclose(r.alpha, alphas, atol=1e-12)
+        check_against_theory(r)
+        nb = simulate(draft, target[:4], trials=200_000, rng=4, semantics=semantics,
+                      confidence=CONFIDENCE)
+        assert not nb.bonus
+        assert nb.expected_tokens == pytest.approx(theory.expected_tokens(alphas, bonus=False))
+        assert nb.histogram[5] == 0
+        check_against_theory(nb)
+
+
+def test_counts_are_consistent():
+    draft, target = zipf_rows(50, [0.8, 0.6, 0.9], rng=2)
+    r = simulate(draft, target, trials=100_000, rng=8)
+    assert r.histogram.sum() == r.trials == r.accepted_histogram.sum()
+    assert r.reached[0] == r.trials
+    np.testing.assert_array_equal(r.accepted[:-1], r.reached[1:])
+    # Exact semantics with a bonus row: N = A + 1.
+    np.testing.assert_array_equal(r.histogram[1:], r.accepted_histogram)
+    assert r.histogram[0] == 0
+    assert r.mean_tokens == pytest.approx(r.histogram @ np.arange(5) / r.trials)
+    np.testing.assert_allclose(r.acceptance, r.accepted / r.reached)
+    lo, hi = r.speedup(0.1)[1]
+    assert lo < r.speedup(0.1)[0] < hi
+    assert r.expected_speedup(0.1) == pytest.approx(theory.speedup(r.alpha, None, 0.1))
+    assert "closed form" in str(r)
+
+
+def test_independent_of_threads_and_reproducible():
+    draft, target = zipf_rows(64, [0.7, 0.8], rng=1)
+    trials = 3 * CHUNK_TRIALS + 1234        # several chunks and a partial one
+    runs = [simulate(draft, target, trials=trials, rng=42, num_threads=n, count_tokens=True)
+            for n in (1, 2, 3)]
+    for r in runs[1:]:
+        np.testing.assert_array_equal(r.histogram, runs[0].histogram)
+        np.testing.assert_array_equal(r.accepted_histogram, runs[0].accepted_histogram)
+        np.testing.assert_array_equal(r.token_counts, runs[0].token_counts)
+    other = simulate(draft, target, trials=trials, rng=43, num_threads=2)
+    assert not np.array_equal(other.histogram, runs[0].histogram)
+    # An Rng is advanced by one output per scenario, so two calls draw fresh streams.
+    g = Rng(42)
+    first = simulate(draft, target, trials=trials, rng=g)
+    np.testing.assert_array_equal(first.histogram, runs[0].histogram)
+    h = Rng(42)
+    h.next_uint64()
+    assert g.state == h.state
+    second = simulate(draft, target, trials=trials, rng=g)
+    assert not np.array_equal(second.histogram, first.histogram)
+
+
+def test_batch_of_scenarios():
+    d1, t1 = zipf_rows(80, [0.5] * 3, rng=1)
+    d2, t2 = zipf_rows(80, [0.95, 0.9, 0.85], rng=2)
+    r = simulate(np.stack([d1, d2]), np.stack([t1, t2]), trials=100_000, rng=6,
+                 confidence=CONFIDENCE, num_threads=2)
+    assert r.histogram.shape == (2, 5)
+    assert r.mean_tokens.shape == (2,) and r.mean_tokens_ci.shape == (2, 2)
+    assert r.acceptance_ci.shape == (2, 3, 2)
+    np.testing.assert_array_equal(r.trials, [100_000, 100_000])
+    np.testing.assert_allclose(r.alpha, [[0.5] * 3, [0.95, 0.9, 0.85]], atol=1e-12)
+    for s in range(2):
+        assert inside(r.expected_tokens[s], r.mean_tokens_ci[s])
+    sp, ci = r.speedup(0.05)
+    assert sp.shape == (2,) and ci.shape == (2, 2)
+
+
+def test_first_k_rows_and_k_zero():
+    draft, target = zipf_rows(40, [0.9, 0.2, 0.5, 0.5], rng=3)
+    # k = 2: rows 0, 1 verify, target row 2 is the bonus row.
+    r = simulate(draft, target, 2, trials=50_000, rng=1, confidence=CONFIDENCE)
+    assert r.k == 2 and r.bonus
+    np.testing.assert_allclose(r.alpha, [0.9, 0.2], atol=1e-12)
+    check_against_theory(r)
+    z = simulate(draft, target, 0, trials=1000, rng=1)
+    assert z.k == 0 and z.mean_tokens == 1.0 and z.histogram.tolist() == [0, 1000]
+    z = simulate(draft, target[:0], 0, trials=1000, rng=1)
+    assert not z.bonus and z.mean_tokens == 0.0 and z.expected_tokens == 0.0
+
+
+def test_emitted_tokens_follow_the_target():
+    """Speculative sampling's guarantee: the token at output slot i is distributed as p_i."""
+    draft, target = zipf_rows(12, [0.5, 0.8, 0.4], exponent=0.8, rng=4)
+    draft[1, 0] = 0.0                                 # a zero-probability draft token
+    draft[1] /= draft[1].sum()
+    r = simulate(draft, target, trials=300_000, rng=21, count_tokens=True)
+    for semantics_run in (r, simulate(draft, target, trials=300_000, rng=22,
+                                      count_tokens=True, semantics="reference")):
+        counts = semantics_run.token_counts
+        assert counts.shape == (4, 12)
+        for i in range(4):
+            n = counts[i].sum()
+            f = counts[i] / n
+            p = target[i] / target[i].sum()
+            sd = np.sqrt(p * (1 - p) / n)
+            assert (np.abs(f - p) <= Z * sd + 1e-12).all(), (i, f, p)
+        assert counts[0].sum() == semantics_run.trials
+
+
+def test_unnormalised_and_float32_inputs():
+    draft, target = zipf_rows(30, [0.7, 0.7], rng=5)
+    r = simulate((draft * 3).astype(np.float32), (target * 0.5).astype(np.float32),
+                 trials=100_000, rng=2, confidence=CONFIDENCE)
+    np.testing.assert_allclose(r.alpha, 0.7, atol=1e-6)
+    check_against_theory(r)
+
+
+def test_zero_draft_mass_never_drafted():
+    # q puts no mass on token 1, p does: the draft never proposes it, and only
+    # the correction can emit it.
+    q = np.array([[0.5, 0.0, 0.5]])
+    p = np.array([[0.2, 0.6, 0.2], [1.0, 0.0, 0.0]])
+    r = simulate(q, p, trials=100_000, rng=3, count_tokens=True, confidence=CONFIDENCE)
+    assert r.alpha[0] == pytest.approx(0.4)
+    check_against_theory(r)
+    assert r.token_counts[1, 1:].sum() == 0           # the bonus row is one-hot
+
+
+def test_alias_tables_reproduce_the_weights():
+    g = np.random.default_rng(0)
+    w = g.random((5, 257)) * (g.random((5, 257)) < 0.6)
+    w[0] = 0.0
+    w[0, 17] = 2.5                                    # a single token
+    prob, alias = alias_tables(w)
+    V = w.shape[1]
+    for row in range(5):
+        mass = prob[row].copy()
+        np.add.at(mass, alias[row], 1.0 - prob[row])
+        np.testing.assert_allclose(mass / V, w[row] / w[row].sum(), atol=1e-13)
+        zero = w[row] == 0
+        assert (prob[row][zero] == 0).all()           # column never keeps a zero-weight token
+        assert (w[row][alias[row][prob[row] < 1]] > 0).all()
+    with pytest.raises(ValueError):
+        alias_tables(np.zeros((1, 4)))
+
+
+def test_progress_object_and_bar(capsys):
+    draft, target = zipf_rows(20, [0.5], rng=1)
+
+    class Counter:
+        total = 0
+
+        def update(self, n):
+            self.total += n
+
+    c = Counter()
+    simulate(np.stack([draft] * 2), np.stack([target] * 2), trials=2 * CHUNK_TRIALS + 5,
+             rng=1, progress=c)
+    assert c.total == 2 * (2 * CHUNK_TRIALS + 5)
+    pytest.importorskip("tqdm")
+    simulate(draft, target, trials=1000, rng=1, progress=True)
+    with pytest.raises(TypeError):
+        simulate(draft, target, trials=10, progress="yes")
+
+
+def test_keyboard_interrupt_returns_what_finished():
+    draft, target = zipf_rows(100, [0.8] * 8, rng=1)
+    timer = threading.Timer(1.0, _thread.interrupt_main)
+    timer.start()
+    start = time.perf_counter()
+    try:
+        r = simulate(draft, target, trials=10**9, rng=1, num_threads=2)
+    finally:
+        timer.cancel()
+    assert time.perf_counter() - start < 30
+    assert r.interrupted
+    assert 0 < r.trials < 10**9
+    assert r.trials % CHUNK_TRIALS == 0              # whole chunks only
+    assert r.histogram.sum() == r.trials == r.reached[0]
+    assert abs(r.mean_tokens - r.expected_tokens) < 0.05
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(semantics="paper"), ValueError, "semantics"),
+    (dict(trials=0), ValueError, "trials"),
+    (dict(trials=1.5), TypeError, "trials"),
+    (dict(rng="x"), TypeError, "rng"),
+    (dict(num_threads=0), ValueError, "num_threads"),
+    (dict(confidence=1.0), ValueError, "confidence"),
+    (dict(k=5), ValueError, "exceeds"),
+])
+def test_bad_arguments(kwargs, error, match):
+    draft, target = zipf_rows(10, [0.5, 0.5], rng=1)
+    kwargs.setdefault("trials", 10)
+    with pytest.raises(error, match=match):
+        simulate(draft, target, **kwargs)
+
+
+def test_bad_arrays():
+    draft, target = zipf_rows(10, [0.5, 0.5], rng=1)
+    with pytest.raises(ValueError, match="2-D or both 3-D"):
+        simulate(draft[None], target, trials=10)
+    with pytest.raises(ValueError, match="does not match"):
+        simulate(draft, target[:, :9], trials=10)
+    with pytest.raises(ValueError, match="at least k"):
+        simulate(draft, target[:1], trials=10)
+    bad = target.copy()
+    bad[1, 3] = np.nan
+    with pytest.raises(ValueError, match="finite and non-negative"):
+        simulate(draft, bad, trials=10)
+    bad = draft.copy()
+    bad[0, 2] = -0.1
+    with pytest.raises(ValueError, match="finite and non-negative"):
+        simulate(bad, target, trials=10)
+    bad = draft.copy()
+    bad[1] = 0.0
+    with pytest.raises(ValueError, match="sums to 0"):
+        simulate(bad, target, trials=10)
+    with pytest.raises(TypeError):
+        simulate(None, target, trials=10)
+    with pytest.raises(ValueError):
+        simulate(draft[0], target[0], trials=10)

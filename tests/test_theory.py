@@ -1,0 +1,222 @@
+"""``specdec_fast.theory`` and ``specdec_fast.synthetic`` against hand-computed values.
+
+Everything here is deterministic (no sampling), so nothing can fail by chance;
+the hypothesis test checks identities between the functions.
+"""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from specdec_fast import synthetic, theory
+
+
+def geometric(alpha, k):
+    """Leviathan et al. 2023, Eq. 1, for alpha < 1."""
+    return (1 - alpha ** (k + 1)) / (1 - alpha)
+
+
+# --------------------------------------------------------------------------
+# Hand-computed values.
+
+@pytest.mark.parametrize("k", [0, 1, 2, 5, 12])
+def test_alpha_zero_and_one(k):
+    # alpha = 0: the first draft is always rejected, one token (the correction).
+    assert theory.expected_tokens(0.0, k) == 1.0
+    # alpha = 1: every draft passes, then the bonus: K + 1 tokens, in both semantics.
+    assert theory.expected_tokens(1.0, k) == k + 1
+    assert theory.expected_tokens(1.0, k, semantics="reference") == k + 1
+    # Reference at alpha = 0: R6 fires after the (certain) rejection at position 1 only when K = 1.
+    assert theory.expected_tokens(0.0, k, semantics="reference") == (2.0 if k == 1 else 1.0)
+    # Without a bonus row, alpha = 1 gives K tokens (K = 0 emits nothing).
+    assert theory.expected_tokens(1.0, k, bonus=False) == k
+    assert theory.expected_tokens(0.0, k, bonus=False) == (0.0 if k == 0 else 1.0)
+
+
+def test_alpha_half_small_k():
+    # K = 1: 1 + 1/2; K = 2: 1 + 1/2 + 1/4; K = 3: + 1/8.
+    assert theory.expected_tokens(0.5, 1) == 1.5
+    assert theory.expected_tokens(0.5, 2) == 1.75
+    assert theory.expected_tokens(0.5, 3) == 1.875
+    # Reference adds alpha^(K-1) (1 - alpha): K = 1: 1/2, K = 2: 1/4, K = 3: 1/8.
+    assert theory.expected_tokens(0.5, 1, semantics="reference") == 2.0
+    assert theory.expected_tokens(0.5, 2, semantics="reference") == 2.0
+    assert theory.expected_tokens(0.5, 3, semantics="reference") == 2.0
+    # Distributions over 0 .. K+1 tokens, K = 2.
+    np.testing.assert_array_equal(theory.emitted_distribution(0.5, 2), [0, 0.5, 0.25, 0.25])
+    np.testing.assert_array_equal(theory.emitted_distribution(0.5, 2, semantics="reference"),
+                                  [0, 0.5, 0, 0.5])
+    np.testing.assert_array_equal(theory.emitted_distribution(0.5, 2, bonus=False),
+                                  [0, 0.5, 0.5, 0])
+    np.testing.assert_array_equal(theory.emitted_distribution(0.5, 0), [0, 1])
+    np.testing.assert_array_equal(theory.emitted_distribution(0.5, 0, bonus=False), [1, 0])
+
+
+def test_per_position_alphas():
+    a = [0.9, 0.5, 0.2]
+    assert theory.expected_tokens(a) == pytest.approx(1 + 0.9 + 0.45 + 0.09, abs=1e-15)
+    # R6: + a1 a2 (1 - a3)
+    assert theory.expected_tokens(a, semantics="reference") == pytest.approx(
+        2.44 + 0.45 * 0.8, abs=1e-15)
+    assert theory.expected_tokens(a, bonus=False) == pytest.approx(2.35, abs=1e-15)
+    np.testing.assert_allclose(theory.emitted_distribution(a),
+                               [0, 0.1, 0.45, 0.36, 0.09], atol=1e-15)
+    np.testing.assert_allclose(theory.emitted_distribution(a, semantics="reference"),
+                               [0, 0.1, 0.45, 0, 0.45], atol=1e-15)
+    # Equal per-position alphas give the scalar form.
+    assert theory.expected_tokens([0.7] * 6) == pytest.approx(theory.expected_tokens(0.7, 6))
+    # A batch of per-position rows.
+    rows = np.array([[0.9, 0.5, 0.2], [1.0, 1.0, 1.0]])
+    np.testing.assert_allclose(theory.expected_tokens(rows), [2.44, 4.0])
+
+
+@pytest.mark.parametrize("alpha", [0.1, 0.5, 0.8, 0.95])
+@pytest.mark.parametrize("k", [1, 2, 4, 8, 16])
+def test_geometric_closed_form_and_reference_excess(alpha, k):
+    exact = theory.expected_tokens(alpha, k)
+    assert exact == pytest.approx(geometric(alpha, k), rel=1e-13)
+    ref = theory.expected_tokens(alpha, k, semantics="reference")
+    assert ref - exact == pytest.approx(alpha ** (k - 1) * (1 - alpha), abs=1e-13)
+    c = 0.05
+    assert theory.speedup(alpha, k, c) == pytest.approx(
+        (1 - alpha ** (k + 1)) / ((1 - alpha) * (k * c + 1)), rel=1e-13)
+
+
+def test_vectorised_shapes():
+    alpha = np.array([0.0, 0.5, 0.9, 1.0])
+    ks = np.arange(1, 6)[:, None]
+    e = theory.expected_tokens(alpha, ks)
+    assert e.shape == (5, 4)
+    for i, k in enumerate(range(1, 6)):
+        for j, a in enumerate(alpha):
+            assert e[i, j] == pytest.approx(theory.expected_tokens(float(a), k))
+    s = theory.speedup(alpha, ks, np.array([0.0, 0.1])[:, None, None])
+    assert s.shape == (2, 5, 4)
+    np.testing.assert_allclose(s[0], e)
+    np.testing.assert_allclose(s[1], e / (ks * 0.1 + 1))
+    d = theory.emitted_distribution(alpha, 3)
+    assert d.shape == (4, 5)
+    np.testing.assert_allclose(d.sum(-1), 1.0)
+    assert isinstance(theory.expected_tokens(0.3, 2), float)
+    assert isinstance(theory.acceptance_rate([0.5, 0.5], [1.0, 0.0]), float)
+
+
+def test_speedup_and_optimal_k():
+    # Brute force over K for the README's scenarios.
+    c = 0.05
+    for alpha, want in ((0.6, 4), (0.8, 8), (0.9, 13)):
+        speeds = [theory.speedup(alpha, k, c) for k in range(1, 65)]
+        assert int(np.argmax(speeds)) + 1 == want
+        assert theory.optimal_k(alpha, c, 64) == want
+    np.testing.assert_array_equal(theory.optimal_k([0.6, 0.8, 0.9], c, 64), [4, 8, 13])
+    # Ties go to the lowest K: alpha = 0 with free drafts is 1 token at any K.
+    assert theory.optimal_k(0.0, 0.0, 10) == 1
+    # alpha = 1 with free drafts: the more the better.
+    assert theory.optimal_k(1.0, 0.0, 10) == 10
+    # Expensive drafts: K = 1, and speculation does not pay (speedup < 1).
+    assert theory.optimal_k(0.3, 1.0, 10) == 1
+    assert theory.speedup(0.3, 1, 1.0) < 1
+    # Broadcasting alpha against cost_ratio.
+    grid = theory.optimal_k(np.array([0.6, 0.9]), np.array([[0.01], [0.2]]), 32)
+    assert grid.shape == (2, 2)
+    assert grid.dtype == np.int64
+    # Reference semantics favour K = 1 at low alpha (R6 makes it 2 tokens always).
+    assert theory.expected_tokens(0.1, 1, semantics="reference") == 2.0
+
+
+def test_acceptance_rate():
+    p = np.array([0.5, 0.3, 0.2, 0.0])
+    assert theory.acceptance_rate(p, p) == pytest.approx(1.0)
+    assert theory.acceptance_rate([1.0, 0.0], [0.0, 1.0]) == 0.0
+    q = np.array([0.25, 0.25, 0.25, 0.25])
+    # sum min = 0.25 + 0.25 + 0.2 + 0 = 0.7 = 1 - TV
+    assert theory.acceptance_rate(p, q) == pytest.approx(0.7)
+    assert theory.acceptance_rate(p, q) == pytest.approx(1 - 0.5 * np.abs(p - q).sum())
+    rows = np.stack([p, q, p])
+    np.testing.assert_allclose(theory.acceptance_rate(rows, q), [0.7, 1.0, 0.7])
+    assert theory.acceptance_rate(rows[None], rows[:, None]).shape == (3, 3)
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="alpha"):
+        theory.expected_tokens(1.5, 2)
+    with pytest.raises(ValueError, match="alpha"):
+        theory.expected_tokens(-0.1, 2)
+    with pytest.raises(ValueError, match="finite"):
+        theory.expected_tokens(float("nan"), 2)
+    with pytest.raises(ValueError, match="non-negative"):
+        theory.expected_tokens(0.5, -1)
+    with pytest.raises(TypeError):
+        theory.expected_tokens(0.5, 2.5)
+    with pytest.raises(ValueError, match="semantics"):
+        theory.expected_tokens(0.5, 2, semantics="paper")
+    with pytest.raises(ValueError, match="cost_ratio"):
+        theory.speedup(0.5, 2, -0.1)
+    with pytest.raises(ValueError, match="last axis"):
+        theory.expected_tokens(0.5)
+    with pytest.raises(ValueError, match="single int"):
+        theory.emitted_distribution(0.5, [1, 2])
+    with pytest.raises(ValueError, match="k_max"):
+        theory.optimal_k(0.5, 0.1, 0)
+    with pytest.raises(ValueError, match="vocabulary"):
+        theory.acceptance_rate([0.5, 0.5], [1.0, 0.0, 0.0])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=10), st.booleans())
+def test_distribution_identities(alphas, bonus):
+    K = len(alphas)
+    for semantics in ("exact", "reference"):
+        d = theory.emitted_distribution(alphas, semantics=semantics, bonus=bonus)
+        assert d.shape == (K + 2,)
+        assert (d >= 0).all()
+        assert d.sum() == pytest.approx(1.0, abs=1e-12)
+        assert d @ np.arange(K + 2) == pytest.approx(
+            theory.expected_tokens(alphas, semantics=semantics, bonus=bonus), abs=1e-12)
+    exact = theory.expected_tokens(alphas, bonus=bonus)
+    ref = theory.expected_tokens(alphas, semantics="reference", bonus=bonus)
+    excess = np.prod(alphas[:-1]) * (1 - alphas[-1]) if bonus else 0.0
+    assert ref - exact == pytest.approx(excess, abs=1e-12)
+
+
+# --------------------------------------------------------------------------
+# synthetic: exact in alpha.
+
+@pytest.mark.parametrize("V", [2, 10, 1000, 32000])
+@pytest.mark.parametrize("alpha", [0.2, 0.5, 0.6, 0.8, 0.9, 0.99, 1.0])
+def test_zipf_pair_alpha_exact(V, alpha):
+    if alpha < synthetic.min_alpha(V):
+        with pytest.raises(ValueError, match="smallest"):
+            synthetic.zipf_pair(V, alpha)
+        return
+    p, q = synthetic.zipf_pair(V, alpha, rng=V)
+    assert p.shape == q.shape == (V,)
+    assert (p > 0).all() and (q >= 0).all()
+    assert p.sum() == pytest.approx(1.0, abs=1e-12)
+    assert q.sum() == pytest.approx(1.0, abs=1e-12)
+    assert abs(theory.acceptance_rate(p, q) - alpha) < 1e-12
+
+
+def test_zipf_family():
+    p = synthetic.zipf(100)
+    assert (np.diff(p) < 0).all()                      # token 0 the most likely
+    shuffled = synthetic.zipf(100, rng=1)
+    np.testing.assert_allclose(np.sort(shuffled), np.sort(p))
+    assert not np.array_equal(shuffled, p)
+    assert synthetic.min_alpha(1000) < 0.01
+    a = synthetic.min_alpha(1000)
+    p, q = synthetic.zipf_pair(1000, a)
+    assert abs(theory.acceptance_rate(p, q) - a) < 1e-12
+    draft, target = synthetic.zipf_rows(500, [0.9, 0.4, 0.7], rng=3)
+    assert draft.shape == (3, 500) and target.shape == (4, 500)
+    np.testing.assert_allclose(theory.acceptance_rate(target[:3], draft), [0.9, 0.4, 0.7],
+                               atol=1e-12)
+    d2, t2 = synthetic.zipf_rows(500, [0.9, 0.4, 0.7], rng=3, bonus=False)
+    assert t2.shape == (3, 500)
+    np.testing.assert_array_equal(d2, draft)
+    with pytest.raises(ValueError):
+        synthetic.zipf_pair(10, 1.5)
+    with pytest.raises(ValueError):
+        synthetic.zipf(0)
+    with pytest.raises(TypeError):
+        synthetic.zipf(10, rng="seed")
