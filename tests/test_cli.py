@@ -211,14 +211,16 @@ def test_ctrl_c_stops_cleanly(capsys):
     assert len(rows) == 1 and 0 < rows[0]["trials"] < 10**9
 
 
-def test_python_dash_m():
+def test_python_dash_m(tmp_path):
+    # Run from an empty folder: `python -m` puts the working directory first on sys.path,
+    # and the project root holds the uncompiled source package.
     root = os.path.dirname(os.path.dirname(os.path.abspath(specdec_fast.__file__)))
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     done = subprocess.run([sys.executable, "-m", "specdec_fast", "simulate", "--alpha", "0.5",
                            "--k", "1", "--trials", "100", "--json"],
-                          capture_output=True, text=True, env=env, timeout=120)
+                          capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["scenarios"][0]["rows"][0]["k"] == 1
     bad = subprocess.run([sys.executable, "-m", "specdec_fast", "simulate", "--k", "x"],
-                         capture_output=True, text=True, env=env, timeout=120)
+                         capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1

@@ -7,9 +7,11 @@ working tree.
 """
 import math
 import os
+import re
 import tempfile
 
 import numpy as np
+import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
@@ -94,8 +96,9 @@ def test_list_and_array_inputs_agree(case, form):
     draft, target, tokens, V, U = case
     K = len(tokens)
     if form == "f32":
-        d = np.array(draft, dtype=np.float32).reshape(K, V)
-        t = np.array(target, dtype=np.float32).reshape(len(target), V)
+        with np.errstate(over="ignore"):   # values beyond float32 become inf, and must raise
+            d = np.array(draft, dtype=np.float32).reshape(K, V)
+            t = np.array(target, dtype=np.float32).reshape(len(target), V)
         dl, tl = d.tolist(), t.tolist()
     elif form == "f64":
         d = np.array(draft, dtype=np.float64).reshape(K, V)
@@ -109,7 +112,13 @@ def test_list_and_array_inputs_agree(case, form):
         d = tuple(tuple(r) for r in draft)
         t = tuple(tuple(r) for r in target)
         dl, tl = draft, target
-    expected = fast_sim(dl, tl, tokens, V, uniforms=U)
+    try:
+        expected = fast_sim(dl, tl, tokens, V, uniforms=U)
+    except ValueError as exc:
+        # An invalid value read (float32 overflow): the array form must refuse it too.
+        with pytest.raises(ValueError, match=re.escape(str(exc).split(" = ")[0])):
+            fast_sim(d, t, np.array(tokens, dtype=np.int64), V, uniforms=np.array(U))
+        return
     ref, _ = run_reference(dl, tl, tokens, V, U)
     assert_same(expected, ref)
     assert_same(fast_sim(d, t, np.array(tokens, dtype=np.int64), V, uniforms=np.array(U)), expected)
