@@ -19,8 +19,9 @@ its stream.
 - ``rng`` a sequence of B ``Rng``: row b draws from (and advances) ``rng[b]``.
 """
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import numpy as np
 
@@ -224,12 +225,10 @@ def verify_batch(draft_probs, target_probs, draft_tokens, *, rng=None, uniforms=
     bounds = np.linspace(0, B, threads + 1).astype(int)
     args = (target, draft, tokens, counts, states, replay, semantics == "reference", greedy,
             COMPENSATED_SUM, out_tokens, out_emitted, out_accepted)
-    if threads == 1:
-        failures = [_batch.verify_rows(*args, 0, B)]
-    else:
-        with ThreadPoolExecutor(threads) as pool:
-            failures = list(pool.map(lambda se: _batch.verify_rows(*args, *se),
-                                     zip(bounds[:-1], bounds[1:])))
+    # The first range runs in this thread, the others on pool threads kept between calls.
+    others = [_worker_pool(threads - 1).submit(_batch.verify_rows, *args, start, stop)
+              for start, stop in zip(bounds[1:-1], bounds[2:])]
+    failures = [_batch.verify_rows(*args, 0, bounds[1])] + [f.result() for f in others]
     if write_back is not None:
         for g, s in zip(write_back, states):
             g.state = {"bit_generator": "xoshiro256+", "s": tuple(int(w) for w in s)}
@@ -237,6 +236,22 @@ def verify_batch(draft_probs, target_probs, draft_tokens, *, rng=None, uniforms=
     if failures:
         _raise(min(failures, key=lambda f: f[1]), target, draft, tokens)
     return VerifyResult(out_tokens, out_emitted, out_accepted)
+
+
+_pool = None
+_pool_lock = threading.Lock()
+
+
+def _worker_pool(size):
+    """A thread pool of at least ``size`` workers, kept for later calls."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool._max_workers < size:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool = ThreadPoolExecutor(max(size, (os.cpu_count() or 1) - 1),
+                                       thread_name_prefix="specdec_fast")
+        return _pool
 
 
 def _thread_count(num_threads, B, work_per_row):

@@ -1,0 +1,126 @@
+"""Drop-in benchmarks: the compiled ``speculative_decode_sim`` against the reference.
+
+Grid: K in {4, 8} x V in {64, 1024, 32000, 128256} x regime in {matched,
+mismatched} (see conftest.py for how the inputs are built), three
+implementations per point:
+
+``reference``   ``specdec_fast.reference.speculative_decode_sim`` on lists,
+                ``random.seed`` fixed before timing;
+``fast-list``   the compiled function on the same lists, ``rng=Rng(seed)``;
+``fast-numpy``  the compiled function on float64 C-contiguous arrays of the
+                same values, ``rng=Rng(seed)``.
+
+Before anything of a case is timed, the compiled function (on both input
+kinds) is checked to return exactly the reference's dict on the same uniforms,
+so only correct code is timed.  Every benchmark uses ``benchmark.pedantic``
+with rounds and iterations calibrated to a fixed time budget (conftest.py).
+
+These live outside the project's ``testpaths`` and run only when asked for:
+``python -m pytest benchmarks --benchmark-json=bench.json -q``; see
+``benchmarks/report.py`` for the table.
+"""
+import random
+
+import numpy as np
+import pytest
+
+import specdec_fast
+from specdec_fast import Rng
+from specdec_fast.reference import replaying
+from specdec_fast.reference import speculative_decode_sim as reference_sim
+
+KS = (4, 8)
+VS = (64, 1024, 32000, 128256)
+REGIMES = ("matched", "mismatched")
+IMPLEMENTATIONS = ("reference", "fast-list", "fast-numpy")
+TIMING_SEED = 12345
+CHECK_SEED = 777
+
+INPUT_KIND = {
+    "reference": "list[list[float]]",
+    "fast-list": "list[list[float]]",
+    "fast-numpy": "float64 C-contiguous 2-D ndarray",
+}
+
+
+def verify(case):
+    """Assert, once per case, that the compiled function is the reference's twin here."""
+    if case.verified:
+        return
+    K, V = case.K, case.V
+    fast = specdec_fast.speculative_decode_sim
+    gen = np.random.default_rng([CHECK_SEED, K, V, REGIMES.index(case.regime)])
+    for _ in range(3):
+        U = gen.random(K + 2).tolist()
+        with replaying(U):
+            want = reference_sim(case.draft_list, case.target_list, case.tokens, V)
+        got_list = fast(case.draft_list, case.target_list, case.tokens, V, uniforms=U)
+        got_numpy = fast(case.draft_array, case.target_array, case.tokens, V, uniforms=U)
+        assert got_list == want, (U, got_list, want)
+        assert got_numpy == want, (U, got_numpy, want)
+        assert want["num_accepted"] == case.expected_accepted, (case.regime, want)
+    # With an Rng, both input kinds take the same draws and the intended path.
+    for seed in range(3):
+        a = fast(case.draft_list, case.target_list, case.tokens, V, rng=Rng(seed))
+        b = fast(case.draft_array, case.target_array, case.tokens, V, rng=Rng(seed))
+        assert a == b, (seed, a, b)
+        assert a["num_accepted"] == case.expected_accepted, (case.regime, seed, a)
+    case.verified = True
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("regime", REGIMES)
+@pytest.mark.parametrize("V", VS)
+@pytest.mark.parametrize("K", KS)
+def test_dropin(benchmark, get_case, plan, K, V, regime, implementation):
+    case = get_case(K, V, regime)
+    verify(case)
+
+    if implementation == "reference":
+        d, t, k = case.draft_list, case.target_list, case.tokens
+
+        def make_call():
+            random.seed(TIMING_SEED)
+
+            def call():
+                return reference_sim(d, t, k, V)
+            return call
+    else:
+        fast = specdec_fast.speculative_decode_sim
+        if implementation == "fast-list":
+            d, t, k = case.draft_list, case.target_list, case.tokens
+        else:
+            d, t, k = case.draft_array, case.target_array, case.tokens
+
+        def make_call():
+            rng = Rng(TIMING_SEED)
+
+            def call():
+                return fast(d, t, k, V, rng=rng)
+            return call
+
+    # The timed callable is a closure making the call as a user would write it
+    # (positional arguments, rng= keyword), so pytest-benchmark's own
+    # f(*args, **kwargs) dispatch does not weigh on the sub-microsecond calls.
+    rounds, iterations, per_call = plan(make_call(), implementation, V, regime)
+
+    benchmark.group = f"K={K} V={V} {regime}"
+    benchmark.extra_info.update({
+        "suite": "dropin",
+        "implementation": implementation,
+        "K": K,
+        "V": V,
+        "regime": regime,
+        "input": INPUT_KIND[implementation],
+        "draft_tokens": "list[int]",
+        "randomness": (f"random.seed({TIMING_SEED})" if implementation == "reference"
+                       else f"rng=Rng({TIMING_SEED})"),
+        "rounds": rounds,
+        "iterations": iterations,
+        "calibrated_s_per_call": per_call,
+    })
+    # A fresh generator state for the timing, not where calibration left it.
+    result = benchmark.pedantic(make_call(), rounds=rounds, iterations=iterations,
+                                warmup_rounds=1)
+    if regime == "matched":   # every call of the matched regime accepts all K
+        assert result["num_accepted"] == K + 1, result
