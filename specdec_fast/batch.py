@@ -26,7 +26,7 @@ from typing import NamedTuple
 import numpy as np
 
 from specdec_fast import _batch
-from specdec_fast._core import COMPENSATED_SUM, get_default_rng
+from specdec_fast._core import get_default_rng
 from specdec_fast._rng import Rng, seeded_states
 
 __all__ = ["VerifyResult", "verify_batch"]
@@ -99,6 +99,8 @@ def _row_states(rng, B):
     if isinstance(rng, (list, tuple)) and all(isinstance(g, Rng) for g in rng):
         if len(rng) != B:
             raise ValueError(f"rng holds {len(rng)} generators for a batch of {B}")
+        if len({id(g) for g in rng}) != B:
+            raise ValueError("rng holds the same Rng twice: rows would share a stream")
         return np.array([g.state["s"] for g in rng], dtype=np.uint64).reshape(B, 4), rng
     seeds = np.asarray(rng)
     if seeds.dtype.kind not in "iu":
@@ -165,8 +167,7 @@ def verify_batch(draft_probs, target_probs, draft_tokens, *, rng=None, uniforms=
         ties); on the first mismatch emit the argmax; all accepted: the bonus
         row's argmax.  Consumes no randomness.
     out : (tokens, num_emitted, num_accepted) arrays, optional
-        Preallocated int64 outputs, (B, W), (B,), (B,); W is K+1 for exact
-        semantics and K+2 for reference semantics (R6 can emit K+2 tokens).
+        Preallocated int64 outputs, (B, K+1), (B,), (B,).
     num_threads : int, optional
         Threads over rows (default: the CPUs, for batches large enough).
         Results do not depend on it.
@@ -194,22 +195,22 @@ def verify_batch(draft_probs, target_probs, draft_tokens, *, rng=None, uniforms=
         if draft.shape != (B, K, V):
             raise ValueError(f"draft_probs must have shape {(B, K, V)}, got {draft.shape}")
         if draft.dtype != target.dtype:
-            target, draft = target.astype(np.float64), draft.astype(np.float64)
+            target, draft = target.astype(np.float64, copy=False), draft.astype(np.float64, copy=False)
     if num_draft_tokens is None:
         counts = np.full(B, K, dtype=np.intp)
     else:
-        counts = _integers(num_draft_tokens, "num_draft_tokens", (B,))
+        given = np.asarray(num_draft_tokens)
+        counts = _integers(given, "num_draft_tokens", (B,))
         bad = (counts < 0) | (counts > K)
         if bad.any():
             b = int(np.argmax(bad))
-            raise ValueError(f"num_draft_tokens[{b}] = {counts[b]} is outside [0, K={K}]")
+            raise ValueError(f"num_draft_tokens[{b}] = {given[b]} is outside [0, K={K}]")
     outside = (tokens < 0) | (tokens >= V)
     outside &= np.arange(K) < counts[:, None]
     if outside.any():
         b, i = np.argwhere(outside)[0]
         raise ValueError(f"draft_tokens[{b}][{i}] = {given_tokens[b, i]} is outside [0, V={V})")
-    width = K + 2 if semantics == "reference" else K + 1
-    out_tokens, out_emitted, out_accepted = _outputs(out, B, width)
+    out_tokens, out_emitted, out_accepted = _outputs(out, B, K + 1)
 
     states = write_back = replay = None
     if greedy:
@@ -224,9 +225,9 @@ def verify_batch(draft_probs, target_probs, draft_tokens, *, rng=None, uniforms=
     threads = _thread_count(num_threads, B, K * V)
     bounds = np.linspace(0, B, threads + 1).astype(int)
     args = (target, draft, tokens, counts, states, replay, semantics == "reference", greedy,
-            COMPENSATED_SUM, out_tokens, out_emitted, out_accepted)
+            out_tokens, out_emitted, out_accepted)
     # The first range runs in this thread, the others on pool threads kept between calls.
-    others = [_worker_pool(threads - 1).submit(_batch.verify_rows, *args, start, stop)
+    others = [_worker_pool().submit(_batch.verify_rows, *args, start, stop)
               for start, stop in zip(bounds[1:-1], bounds[2:])]
     failures = [_batch.verify_rows(*args, 0, bounds[1])] + [f.result() for f in others]
     if write_back is not None:
@@ -234,45 +235,30 @@ def verify_batch(draft_probs, target_probs, draft_tokens, *, rng=None, uniforms=
             g.state = {"bit_generator": "xoshiro256+", "s": tuple(int(w) for w in s)}
     failures = [f for f in failures if f is not None]
     if failures:
-        _raise(min(failures, key=lambda f: f[1]), target, draft, tokens)
+        raise _batch.failure_error(min(failures, key=lambda f: f[1]), target, draft, given_tokens)
     return VerifyResult(out_tokens, out_emitted, out_accepted)
 
 
 _pool = None
 _pool_lock = threading.Lock()
+_MAX_THREADS = os.cpu_count() or 1
 
 
-def _worker_pool(size):
-    """A thread pool of at least ``size`` workers, kept for later calls."""
+def _worker_pool():
+    """The pool of worker threads, made on first use and kept for later calls."""
     global _pool
     with _pool_lock:
-        if _pool is None or _pool._max_workers < size:
-            if _pool is not None:
-                _pool.shutdown(wait=False)
-            _pool = ThreadPoolExecutor(max(size, (os.cpu_count() or 1) - 1),
-                                       thread_name_prefix="specdec_fast")
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max(_MAX_THREADS - 1, 1), thread_name_prefix="specdec_fast")
         return _pool
 
 
 def _thread_count(num_threads, B, work_per_row):
     if num_threads is None:
         enough = max(1, B * work_per_row // _MIN_WORK_PER_THREAD)
-        return max(1, min(os.cpu_count() or 1, B, enough))
+        return max(1, min(_MAX_THREADS, B, enough))
     if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)):
         raise TypeError(f"num_threads must be an int, not {type(num_threads).__name__}")
     if num_threads < 1:
         raise ValueError(f"num_threads must be at least 1, got {num_threads}")
-    return int(min(num_threads, max(B, 1)))
-
-
-def _raise(failure, target, draft, tokens):
-    error, b, row, index = failure
-    if error == 1:
-        raise ValueError(f"draft_tokens[{b}][{row}] = {index} is outside [0, V)")
-    if error == 4:
-        raise ValueError(f"uniforms[{b}]: the row needs more uniforms than given "
-                         f"(ran out at position {row})")
-    name, arr = ("target_probs", target) if error == 2 else ("draft_probs", draft)
-    value = arr[b, row, index]
-    raise ValueError(f"{name}[{b}][{row}][{index}] = {value!r}: "
-                     "probabilities must be finite and non-negative")
+    return int(min(num_threads, _MAX_THREADS, max(B, 1)))

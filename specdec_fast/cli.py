@@ -240,13 +240,10 @@ def main(argv=None):
 # Progress.
 
 def _bar(args, total, desc, unit):
-    """A tqdm bar on stderr, or None when disabled or tqdm is missing."""
+    """A tqdm bar on stderr, or None when disabled or stderr is not a terminal."""
     if args.no_progress or not _isatty(sys.stderr):
         return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
+    from tqdm import tqdm
     return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, leave=False,
                 file=sys.stderr, dynamic_ncols=True)
 
@@ -263,6 +260,8 @@ def _isatty(stream):
 
 def _load_probs(path):
     """(draft (S, K, V), target (S, R, V), labels) from an .npz file."""
+    from specdec_fast.theory import _normalised, _probabilities
+
     try:
         with np.load(path, allow_pickle=False) as data:
             names = set(data.files)
@@ -276,33 +275,29 @@ def _load_probs(path):
         raise
     except (OSError, ValueError, EOFError) as exc:
         raise UsageError(f"--probs {path}: cannot read it as .npz ({exc})") from None
-    for name, arr in (("draft", draft), ("target", target)):
-        if arr.dtype.kind not in "fiu":
-            raise UsageError(f"--probs {path}: '{name}' must hold real numbers, "
-                             f"got dtype {arr.dtype}")
-        if arr.ndim not in (2, 3):
-            raise UsageError(f"--probs {path}: '{name}' must be 2-D or 3-D, "
-                             f"got shape {arr.shape}")
-    if draft.ndim != target.ndim:
-        raise UsageError(f"--probs {path}: 'draft' {draft.shape} and 'target' {target.shape} "
-                         "must have the same number of axes")
-    if draft.ndim == 2:
-        draft, target = draft[None], target[None]
-    if target.shape[0] != draft.shape[0] or target.shape[2] != draft.shape[2]:
-        raise UsageError(f"--probs {path}: 'draft' {draft.shape} and 'target' {target.shape} "
-                         "disagree on scenarios or vocabulary")
-    if target.shape[1] < draft.shape[1]:
-        raise UsageError(f"--probs {path}: 'target' needs at least as many rows as 'draft' "
-                         f"(K + 1 for the bonus token), got {target.shape[1]} < {draft.shape[1]}")
-    for name, arr in (("draft", draft), ("target", target)):
-        arr = arr.astype(np.float64, copy=False)
-        if not (np.isfinite(arr).all() and (arr >= 0).all()):
-            raise UsageError(f"--probs {path}: '{name}' must be finite and non-negative")
-        if (arr.sum(axis=-1) <= 0).any():
-            raise UsageError(f"--probs {path}: every row of '{name}' needs a positive sum")
+    draft_name, target_name = f"--probs {path}: 'draft'", f"--probs {path}: 'target'"
+    try:
+        draft = _probabilities(draft, draft_name)
+        target = _probabilities(target, target_name)
+        if draft.ndim != target.ndim:
+            raise UsageError(f"--probs {path}: 'draft' {draft.shape} and 'target' "
+                             f"{target.shape} must have the same number of axes")
+        if draft.ndim == 2:
+            draft, target = draft[None], target[None]
+        if target.shape[0] != draft.shape[0] or target.shape[2] != draft.shape[2]:
+            raise UsageError(f"--probs {path}: 'draft' {draft.shape} and 'target' "
+                             f"{target.shape} disagree on scenarios or vocabulary")
+        if target.shape[1] < draft.shape[1]:
+            raise UsageError(f"--probs {path}: 'target' needs at least as many rows as 'draft' "
+                             f"(K + 1 for the bonus token), got {target.shape[1]} < "
+                             f"{draft.shape[1]}")
+        _normalised(draft, draft_name)
+        _normalised(target, target_name)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
     labels = [f"{os.path.basename(path)}" + (f"[{s}]" if draft.shape[0] > 1 else "")
               for s in range(draft.shape[0])]
-    return draft.astype(np.float64), target.astype(np.float64), labels
+    return draft, target, labels
 
 
 def _scenarios(args):
@@ -328,7 +323,8 @@ def _scenarios(args):
     low = [a for a in alphas if a < floor]
     if low:
         raise UsageError(f"--alpha {low[0]:g} is below {floor:.4g}, the smallest the synthetic "
-                         f"pairs reach at --vocab {args.vocab} (a larger --vocab reaches lower)")
+                         f"pairs reach at --vocab {args.vocab} --exponent {args.exponent:g} "
+                         "(a larger --vocab or --exponent reaches lower)")
     k_max = max(ks)
     drafts, targets = [], []
     for i, a in enumerate(alphas):

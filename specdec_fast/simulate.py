@@ -1,13 +1,18 @@
 """``simulate``: Monte Carlo over verify steps, beside the closed forms of ``theory``.
 
-Each trial is one verify step with fixed per-position distributions: the
-compiled kernel (``_simulate``) samples the draft token at each position from
-``q_i`` with its own xoshiro256+ stream, tests it against ``p_i``, samples the
-correction from the residual on a rejection and the bonus token from ``p_K``,
-and counts what was emitted.  Tokens are drawn from alias tables built once
-per scenario and position (Walker's method), one uniform and one lookup per
-token at any vocabulary size.  The loop runs without the GIL in chunks of
-``CHUNK_TRIALS`` trials on Python threads.
+Each trial is one verify step with fixed per-position distributions: sample
+the draft token at each position from ``q_i``, test it against ``p_i``, sample
+the correction from the residual on a rejection and the bonus token from
+``p_K``, and count what was emitted.  This is not the verify kernel of
+``speculative_decode_sim`` (``_kernel``): since the distributions are the same
+in every trial, the Monte Carlo loop (``_simulate``) is its own compiled loop
+over alias tables (Walker's method) of ``q_i``, of the residual and of ``p_K``,
+built once per scenario and position, so that a token costs one uniform and
+one lookup at any vocabulary size instead of a scan of the row.  It samples
+from the distributions of the kernel's rules (R3; R4, with uniform tokens for
+an all-zero residual; R6 under ``semantics="reference"``) with draws of its
+own, so it reproduces the kernel's statistics, not its tokens.  The loop runs
+without the GIL in chunks of ``CHUNK_TRIALS`` trials on Python threads.
 
 Randomness and threads: scenario ``s`` draws from ``Rng(key_s)``, where
 ``key_s`` is the ``s``-th of ``S`` 64-bit outputs (``next_uint64``) of the
@@ -28,6 +33,7 @@ import numpy as np
 from specdec_fast import _simulate, theory
 from specdec_fast._core import get_default_rng
 from specdec_fast._rng import Rng
+from specdec_fast.theory import _int, _normalised, _probabilities, _real, _semantics
 
 __all__ = ["CHUNK_TRIALS", "SimulationResult", "simulate"]
 
@@ -86,10 +92,7 @@ class SimulationResult:
         return self.expected_tokens / self._cost_denominator(cost_ratio)
 
     def _cost_denominator(self, cost_ratio):
-        c = float(cost_ratio)
-        if not (c >= 0.0 and np.isfinite(c)):
-            raise ValueError(f"cost_ratio must be a finite number >= 0, got {cost_ratio!r}")
-        return self.k * c + 1.0
+        return self.k * _real(cost_ratio, "cost_ratio", 0.0) + 1.0
 
     def __str__(self):
         lines = []
@@ -152,12 +155,11 @@ def simulate(draft_probs, target_probs, k=None, *, trials, rng=None, semantics="
     -------
     SimulationResult
     """
-    if semantics not in ("exact", "reference"):
-        raise ValueError(f"semantics must be 'exact' or 'reference', got {semantics!r}")
-    trials = _count(trials, "trials", 1)
-    if isinstance(confidence, bool) or not isinstance(confidence, (int, float, np.floating)) \
-            or not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be a number in (0, 1), got {confidence!r}")
+    semantics = _semantics(semantics)
+    trials = _int(trials, "trials", 1)
+    confidence = _real(confidence, "confidence", 0.0, 1.0)
+    if confidence in (0.0, 1.0):
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence!r}")
     draft = _probabilities(draft_probs, "draft_probs")
     target = _probabilities(target_probs, "target_probs")
     if draft.ndim != target.ndim:
@@ -175,7 +177,7 @@ def simulate(draft_probs, target_probs, k=None, *, trials, rng=None, semantics="
         raise ValueError("the vocabulary must hold at least one token")
     if S < 1:
         raise ValueError("the batch must hold at least one scenario")
-    K = rows if k is None else _count(k, "k", 0)
+    K = rows if k is None else _int(k, "k")
     if K > rows:
         raise ValueError(f"k={K} exceeds the {rows} rows of draft_probs")
     if target.shape[1] < K:
@@ -212,7 +214,7 @@ def simulate(draft_probs, target_probs, k=None, *, trials, rng=None, semantics="
     token_counts = sum(buffers) if count_tokens else None
     alpha = theory.acceptance_rate(p[:, :K], q) if K else np.zeros((S, 0))
     alpha = np.asarray(alpha).reshape(S, K)
-    return _result(K, V, semantics, bonus, float(confidence), trials, interrupted,
+    return _result(K, V, semantics, bonus, confidence, trials, interrupted,
                    accepted_hist, emitted_hist, alpha, token_counts, batched)
 
 
@@ -285,10 +287,7 @@ def _progress(progress, total):
     if progress is None or progress is False:
         return None, False
     if progress is True:
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:
-            raise ImportError("progress=True needs tqdm: pip install tqdm") from None
+        from tqdm.auto import tqdm
         return tqdm(total=total, unit="trial", unit_scale=True, desc="simulate",
                     leave=False), True
     if not callable(getattr(progress, "update", None)):
@@ -299,18 +298,10 @@ def _progress(progress, total):
 # --------------------------------------------------------------------------
 # Inputs.
 
-def _count(x, name, least):
-    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, not {type(x).__name__}")
-    if x < least:
-        raise ValueError(f"{name} must be at least {least}, got {x}")
-    return int(x)
-
-
 def _threads(num_threads):
     if num_threads is None:
         return max(1, os.cpu_count() or 1)
-    return _count(num_threads, "num_threads", 1)
+    return _int(num_threads, "num_threads", 1)
 
 
 def _generator(rng):
@@ -323,41 +314,13 @@ def _generator(rng):
     raise TypeError(f"rng must be None, an int seed or an Rng, not {type(rng).__name__}")
 
 
-def _probabilities(x, name):
-    if x is None:
-        raise TypeError(f"{name} must be an array, not None")
-    arr = np.asarray(x)
-    if arr.dtype.kind not in "fiub":
-        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
-    if arr.ndim not in (2, 3):
-        raise ValueError(f"{name} must be 2-D (K, V) or 3-D (S, K, V), got shape {arr.shape}")
-    return arr.astype(np.float64, copy=False)
-
-
-def _normalised(x, name):
-    bad = ~(np.isfinite(x) & (x >= 0.0))
-    if bad.any():
-        s, i, v = np.argwhere(bad)[0]
-        raise ValueError(f"{name}: row {i} (scenario {s}) holds {x[s, i, v]!r} at {v}; "
-                         "probabilities must be finite and non-negative")
-    totals = x.sum(axis=-1, keepdims=True)
-    if (totals <= 0.0).any():
-        s, i, _ = np.argwhere(totals <= 0.0)[0]
-        raise ValueError(f"{name}: row {i} (scenario {s}) sums to 0")
-    return x / totals
-
-
 def _tables(p, q, K, bonus, reference):
     S, _, V = q.shape
     pk = p[:, :K]
     q_prob, q_alias = _simulate.alias_tables(q)
     ratio = np.divide(pk, q, out=np.zeros_like(q), where=q > 0.0)
     residual = np.maximum(pk - q, 0.0)
-    empty = residual.sum(axis=-1) <= 0.0
-    if empty.any():
-        # Rejection has probability 0 here (p == q); should rounding reject,
-        # R4's rule: uniform buckets under "reference", p itself under "exact".
-        residual[empty] = 1.0 if reference else pk[empty]
+    residual[residual.sum(axis=-1) <= 0.0] = 1.0    # R4, as in the kernel: uniform when z == 0
     r_prob, r_alias = _simulate.alias_tables(residual)
     if bonus:
         b_prob, b_alias = _simulate.alias_tables(p[:, K])

@@ -21,11 +21,10 @@ Because the positions of a verify step are independent, the number of tokens a
 step emits depends on the pairs only through their acceptance rates; the shape
 of the family matters only for which tokens come out.
 """
-import operator
-
 import numpy as np
 
 from specdec_fast._rng import Rng
+from specdec_fast.theory import _int, _real
 
 __all__ = ["zipf", "zipf_pair", "zipf_rows", "min_alpha"]
 
@@ -37,8 +36,8 @@ def zipf(V, exponent=1.1, *, rng=None):
     otherwise (an int seed, an ``Rng`` or a ``numpy.random.Generator``) the
     ranks are a random permutation of the tokens.
     """
-    V = _vocab(V)
-    s = _exponent(exponent)
+    V = _int(V, "V", 1)
+    s = _real(exponent, "exponent", 0.0)
     weights = np.arange(1, V + 1, dtype=np.float64) ** -s
     p = weights / weights.sum()
     perm = _permutation(V, rng)
@@ -47,8 +46,7 @@ def zipf(V, exponent=1.1, *, rng=None):
 
 def min_alpha(V, exponent=1.1):
     """The smallest acceptance rate ``zipf_pair(V, alpha, exponent)`` can reach."""
-    p, r = _target_and_wrong(_vocab(V), _exponent(exponent))
-    return float(np.minimum(p, r).sum())
+    return _overlap(*_target_and_wrong(_int(V, "V", 1), _real(exponent, "exponent", 0.0)))
 
 
 def zipf_pair(V, alpha, exponent=1.1, *, rng=None):
@@ -58,17 +56,17 @@ def zipf_pair(V, alpha, exponent=1.1, *, rng=None):
     ``[min_alpha(V, exponent), 1]``.  ``rng`` permutes the token ids of both
     (see ``zipf``); the acceptance rate does not depend on it.
     """
-    V = _vocab(V)
-    s = _exponent(exponent)
-    a = _alpha(alpha)
+    V = _int(V, "V", 1)
+    s = _real(exponent, "exponent", 0.0)
+    a = _real(alpha, "alpha", 0.0, 1.0)
     p, r = _target_and_wrong(V, s)
-    overlap = float(np.minimum(p, r).sum())
+    overlap = _overlap(p, r)
     if a < overlap:
         raise ValueError(f"alpha={a!r} is below {overlap:.4g}, the smallest this family "
-                         f"reaches at V={V}, exponent={s} (a larger V reaches lower)")
+                         f"reaches at V={V}, exponent={s} (a larger V or exponent reaches lower)")
     d = float(np.maximum(p - r, 0.0).sum())
-    w = 1.0 - (1.0 - a) / d
-    w = min(max(w, 0.0), 1.0)
+    # d == 0: p == r (V = 1 or exponent 0), so q = p whatever w, and alpha = 1.
+    w = min(max(1.0 - (1.0 - a) / d, 0.0), 1.0) if d > 0.0 else 1.0
     q = w * p + (1.0 - w) * r
     perm = _permutation(V, rng)
     if perm is not None:
@@ -90,7 +88,7 @@ def zipf_rows(V, alphas, exponent=1.1, *, rng=None, bonus=True):
         raise ValueError(f"alphas must be 1-D (one per position), got shape {a.shape}")
     gen = _numpy_generator(rng)
     pairs = [zipf_pair(V, float(x), exponent, rng=gen) for x in a]
-    V = _vocab(V)
+    V = _int(V, "V", 1)
     draft = np.array([q for _, q in pairs]).reshape(len(a), V)
     target = [p for p, _ in pairs]
     if bonus:
@@ -108,15 +106,18 @@ def _target_and_wrong(V, s):
     return p, r
 
 
+def _overlap(p, r):
+    """``sum(min(p, r))``; at most 1, which rounding can exceed when ``p == r``."""
+    return min(float(np.minimum(p, r).sum()), 1.0)
+
+
 def _numpy_generator(rng):
     if rng is None or isinstance(rng, np.random.Generator):
         return rng
     if isinstance(rng, Rng):
         return np.random.default_rng(int(rng.next_uint64()))
     if isinstance(rng, (int, np.integer)) and not isinstance(rng, (bool, np.bool_)):
-        if rng < 0:
-            raise ValueError(f"rng seed must be non-negative, got {rng}")
-        return np.random.default_rng(int(rng))
+        return np.random.default_rng(_int(rng, "rng"))
     raise TypeError("rng must be None, an int seed, an Rng or a numpy Generator, "
                     f"not {type(rng).__name__}")
 
@@ -124,29 +125,3 @@ def _numpy_generator(rng):
 def _permutation(V, rng):
     gen = _numpy_generator(rng)
     return None if gen is None else gen.permutation(V)
-
-
-def _vocab(V):
-    if isinstance(V, (bool, np.bool_)):
-        raise TypeError("V must be a positive int")
-    try:
-        V = operator.index(V)
-    except TypeError:
-        raise TypeError(f"V must be a positive int, not {type(V).__name__}") from None
-    if V < 1:
-        raise ValueError(f"V must be at least 1, got {V}")
-    return V
-
-
-def _exponent(s):
-    s = float(s)
-    if not (np.isfinite(s) and s >= 0.0):
-        raise ValueError(f"exponent must be a finite number >= 0, got {s!r}")
-    return s
-
-
-def _alpha(alpha):
-    a = float(alpha)
-    if not 0.0 <= a <= 1.0:
-        raise ValueError(f"alpha must lie in [0, 1], got {alpha!r}")
-    return a

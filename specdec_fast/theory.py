@@ -66,8 +66,8 @@ def acceptance_rate(p, q):
     al. 2023, Corollary 3.6).  Returns a float for 1-D inputs, else an array of
     the broadcast shape without the last axis.
     """
-    p = _real_array(p, "p")
-    q = _real_array(q, "q")
+    p = _reals(p, "p")
+    q = _reals(q, "q")
     if p.ndim == 0 or q.ndim == 0:
         raise ValueError("p and q must have at least one axis (the vocabulary)")
     if p.shape[-1] != q.shape[-1]:
@@ -101,7 +101,7 @@ def expected_tokens(alpha, k=None, *, semantics="exact", bonus=True):
         dist = emitted_distribution(alpha, k, semantics=semantics, bonus=bonus)
         return _out(dist @ np.arange(dist.shape[-1], dtype=np.float64))
     ks = _ks(k)
-    a = _alphas(alpha, "alpha")
+    a = _reals(alpha, "alpha", 0.0, 1.0)
     try:
         a, ks = np.broadcast_arrays(a, ks)
     except ValueError:
@@ -132,7 +132,7 @@ def emitted_distribution(alpha, k=None, *, semantics="exact", bonus=True):
     """
     semantics = _semantics(semantics)
     bonus = bool(bonus)
-    a = _alphas(alpha, "alpha")
+    a = _reals(alpha, "alpha", 0.0, 1.0)
     if k is None:
         if a.ndim == 0:
             raise ValueError("alpha must have a last axis of per-position rates when k is None "
@@ -156,7 +156,7 @@ def speedup(alpha, k, cost_ratio, *, semantics="exact", bonus=True):
     to the reference's semantics through ``expected_tokens``.  Broadcasts over
     ``alpha``, ``k`` and ``cost_ratio``.
     """
-    c = _cost(cost_ratio)
+    c = _reals(cost_ratio, "cost_ratio", 0.0)
     e = np.asarray(expected_tokens(alpha, k, semantics=semantics, bonus=bonus))
     K = np.shape(np.asarray(alpha))[-1] if k is None else _ks(k)
     return _out(e / (np.asarray(K, dtype=np.float64) * c + 1.0))
@@ -171,9 +171,9 @@ def optimal_k(alpha, cost_ratio, k_max=32, *, semantics="exact", bonus=True):
     speedup 1: when ``speedup(alpha, optimal_k(...), c) < 1`` speculation does
     not pay at all.
     """
-    k_max = _positive_int(k_max, "k_max")
-    a = _alphas(alpha, "alpha")
-    c = _cost(cost_ratio)
+    k_max = _int(k_max, "k_max", 1)
+    a = _reals(alpha, "alpha", 0.0, 1.0)
+    c = _reals(cost_ratio, "cost_ratio", 0.0)
     try:
         a, c = np.broadcast_arrays(a, c)
     except ValueError:
@@ -214,59 +214,87 @@ def _out(x):
     return float(x) if x.ndim == 0 else x
 
 
-def _real_array(x, name):
-    try:
-        arr = np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be an array of real numbers") from None
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} must be finite")
-    return arr
-
-
-def _alphas(alpha, name):
-    a = _real_array(alpha, name)
-    if ((a < 0.0) | (a > 1.0)).any():
-        bad = a.flat[int(np.argmax(((a < 0.0) | (a > 1.0)).ravel()))]
-        raise ValueError(f"{name} must lie in [0, 1], got {bad!r}")
-    return a
-
-
 def _ks(k):
-    if isinstance(k, (bool, np.bool_)):
-        raise TypeError("k must be a non-negative int")
-    if isinstance(k, (int, np.integer)):
-        if k < 0:
-            raise ValueError(f"k must be a non-negative int, got {k}")
-        return np.asarray(int(k), dtype=np.int64)
+    if np.ndim(k) == 0:
+        return np.asarray(_int(k, "k"), dtype=np.int64)
     arr = np.asarray(k)
     if arr.dtype.kind not in "iu":
-        raise TypeError(f"k must be a non-negative int or an int array, not {arr.dtype}")
+        raise TypeError(f"k must be an int or an int array, not {arr.dtype}")
     if (arr < 0).any():
-        raise ValueError("k must be non-negative")
+        raise ValueError(f"k must be at least 0, got {arr.min()}")
     return arr.astype(np.int64)
 
 
-def _positive_int(x, name):
+# --------------------------------------------------------------------------
+# Argument checks, shared with synthetic, simulate and cli (this module imports
+# none of them).  Every message names the argument.
+
+def _int(x, name, least=0):
+    """``x`` as a Python int >= ``least``: ints and NumPy ints, not bools or floats."""
     if isinstance(x, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a positive int")
+        raise TypeError(f"{name} must be an int, not bool")
     try:
         value = operator.index(x)
     except TypeError:
-        raise TypeError(f"{name} must be a positive int, not {type(x).__name__}") from None
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value}")
+        raise TypeError(f"{name} must be an int, not {type(x).__name__}") from None
+    if value < least:
+        raise ValueError(f"{name} must be at least {least}, got {value}")
     return value
 
 
-def _cost(cost_ratio):
-    c = _real_array(cost_ratio, "cost_ratio")
-    if (c < 0.0).any():
-        raise ValueError("cost_ratio must be non-negative")
-    return c
+def _reals(x, name, low=-np.inf, high=np.inf):
+    """``x`` as a float64 array of finite numbers in ``[low, high]``."""
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number or an array of them") from None
+    bad = ~(np.isfinite(arr) & (arr >= low) & (arr <= high))
+    if bad.any():
+        if high < np.inf:
+            bounds = f" and in [{low:g}, {high:g}]"
+        elif low > -np.inf:
+            bounds = f" and >= {low:g}"
+        else:
+            bounds = ""
+        raise ValueError(f"{name} must be finite{bounds}, got {float(arr[bad][0])!r}")
+    return arr
+
+
+def _real(x, name, low=-np.inf, high=np.inf):
+    """One finite number in ``[low, high]``, as a float."""
+    arr = _reals(x, name, low, high)
+    if arr.ndim:
+        raise TypeError(f"{name} must be a single number, got shape {arr.shape}")
+    return float(arr)
 
 
 def _semantics(semantics):
     if semantics not in _SEMANTICS:
         raise ValueError(f"semantics must be 'exact' or 'reference', got {semantics!r}")
     return semantics
+
+
+def _probabilities(x, name):
+    """``x`` as a 2-D (K, V) or 3-D (S, K, V) float64 array of a real dtype."""
+    if x is None:
+        raise TypeError(f"{name} must be an array, not None")
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"{name} must be 2-D (K, V) or 3-D (S, K, V), got shape {arr.shape}")
+    return arr.astype(np.float64, copy=False)
+
+
+def _normalised(x, name):
+    """The (S, K, V) rows of ``x`` divided by their sums: finite, non-negative, sums > 0."""
+    bad = ~(np.isfinite(x) & (x >= 0.0))
+    if bad.any():
+        s, i, v = np.argwhere(bad)[0]
+        raise ValueError(f"{name}: row {i} (scenario {s}) holds {float(x[s, i, v])!r} at {v}; "
+                         "probabilities must be finite and non-negative")
+    totals = x.sum(axis=-1, keepdims=True)
+    if (totals <= 0.0).any():
+        s, i, _ = np.argwhere(totals <= 0.0)[0]
+        raise ValueError(f"{name}: row {i} (scenario {s}) sums to 0")
+    return x / totals

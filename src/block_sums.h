@@ -10,11 +10,12 @@
  * Validity is tracked cheaply: NaN and infinity make a sum non-finite, and a
  * negative value (or -0.0) sets the sign bit of an OR of all bit patterns.
  * Either sends the kernel to its serial path, which validates value by value.
+ * So a "valid" answer of 0 may be a false alarm, never a 1 a missed value.
  *
  * GCC and Clang get vector-extension code (several independent accumulators
  * in SIMD lanes; plain SSE2/NEON by default).  On x86-64 Linux with GCC each
- * function is also cloned for AVX2 and AVX-512 and picked at load time, so a
- * wheel needs no -march flag.  Other compilers get a portable scalar loop.
+ * exported function is also cloned for AVX2 and AVX-512 and picked at load
+ * time, so a wheel needs no -march flag.  Other compilers get scalar loops.
  */
 #ifndef SPECDEC_BLOCK_SUMS_H
 #define SPECDEC_BLOCK_SUMS_H
@@ -29,33 +30,40 @@
 #define SPECDEC_CLONES
 #endif
 
+static inline int64_t specdec_bits(double x)
+{
+    int64_t b;
+    memcpy(&b, &x, sizeof b);
+    return b;
+}
+
 #if defined(__GNUC__) || defined(__clang__)
-#define SPECDEC_VECTOR 1
 #if defined(__GNUC__) && !defined(__clang__)
-/* The vector helpers are static inline: no ABI crosses a call boundary. */
+/* The vector helpers are static inline: no vector ABI crosses a call. */
 #pragma GCC diagnostic ignored "-Wpsabi"
 #endif
 #define SPECDEC_LANES 8
 typedef double specdec_vd __attribute__((vector_size(64)));
-typedef float specdec_vf __attribute__((vector_size(32)));
 typedef int64_t specdec_vi __attribute__((vector_size(64)));
-
-static inline specdec_vd specdec_load_d(const double *p)
-{
-    specdec_vd x;
-    memcpy(&x, p, sizeof x);
-    return x;
-}
-
-static inline specdec_vd specdec_load_f(const float *p)
-{
-    specdec_vf x;
-    memcpy(&x, p, sizeof x);
-    return __builtin_convertvector(x, specdec_vd);
-}
-
 typedef double specdec_vd4 __attribute__((vector_size(32)));
 typedef double specdec_vd2 __attribute__((vector_size(16)));
+/* Unaligned views for loads.  The loads are volatile so that each vector is
+ * read once: otherwise GCC reads it twice, once per use, and the scans run
+ * at half the speed. */
+typedef double specdec_vd_u __attribute__((vector_size(64), aligned(8), may_alias));
+typedef float specdec_vf_u __attribute__((vector_size(32), aligned(4), may_alias));
+typedef float specdec_vf __attribute__((vector_size(32)));
+
+static inline specdec_vd specdec_load_f64(const double *p)
+{
+    return *(const volatile specdec_vd_u *)p;
+}
+
+static inline specdec_vd specdec_load_f32(const float *p)
+{
+    specdec_vf x = *(const volatile specdec_vf_u *)p;
+    return __builtin_convertvector(x, specdec_vd);
+}
 
 /* Sum of the lanes, by halves (a fixed order, like every sum here). */
 static inline double specdec_hsum(specdec_vd x)
@@ -75,294 +83,205 @@ static inline int64_t specdec_hor(specdec_vi x)
 {
     return (x[0] | x[1] | x[2] | x[3]) | (x[4] | x[5] | x[6] | x[7]);
 }
-#endif
-
-static inline int64_t specdec_bits(double x)
-{
-    int64_t b;
-    memcpy(&b, &x, sizeof b);
-    return b;
-}
 
 /*
- * residual_block_sums_T(p, q, n, block, sums): for each block of `block`
- * elements (the last may be shorter), sums[b] = sum of max(0, p - q) over it.
- * Returns 1 when every p and q is finite and non-negative (as far as the cheap
- * checks tell: a 0 may be a false alarm, never a 1), else 0.
+ * Three primitives per element type: the sum of p[0..n) (OR-ing the bit
+ * patterns into *signs); the sum of max(0, p - q) over [0..n) (adding q into
+ * *qsum and OR-ing the bits of p and q into *signs); the largest of p[0..n)
+ * and 0 (NaN is ignored here: the sum above catches it).
  */
-#ifdef SPECDEC_VECTOR
-#define SPECDEC_RESIDUAL_BLOCK_SUMS(NAME, T, LOAD)                                    \
-SPECDEC_CLONES                                                                         \
-static int NAME(const T *p, const T *q, ptrdiff_t n, ptrdiff_t block, double *sums)   \
-{                                                                                      \
-    specdec_vi signs = {0};                                                            \
-    specdec_vd qsum = {0};                                                             \
-    double total = 0.0;                                                                \
-    int64_t tail_signs = 0;                                                            \
-    ptrdiff_t start, b = 0;                                                            \
-    for (start = 0; start < n; start += block, b++) {                                  \
-        ptrdiff_t end = start + block < n ? start + block : n, v = start;              \
-        specdec_vd a0 = {0}, a1 = {0};                                                 \
-        double tail = 0.0;                                                             \
-        for (; v + 2 * SPECDEC_LANES <= end; v += 2 * SPECDEC_LANES) {                 \
-            specdec_vd x0 = LOAD(p + v), y0 = LOAD(q + v);                             \
-            specdec_vd x1 = LOAD(p + v + SPECDEC_LANES), y1 = LOAD(q + v + SPECDEC_LANES); \
-            specdec_vd d0 = x0 - y0, d1 = x1 - y1;                                     \
-            a0 += (specdec_vd)(~(d0 < 0.0) & (specdec_vi)d0);                          \
-            a1 += (specdec_vd)(~(d1 < 0.0) & (specdec_vi)d1);                          \
-            qsum += y0 + y1;                                                           \
-            signs |= ((specdec_vi)x0 | (specdec_vi)y0) | ((specdec_vi)x1 | (specdec_vi)y1); \
-        }                                                                              \
-        for (; v < end; v++) {                                                         \
-            double x = p[v], y = q[v], d = x - y;                                      \
-            tail += d < 0.0 ? 0.0 : d;                                                 \
-            total += y;                                                                \
-            tail_signs |= specdec_bits(x) | specdec_bits(y);                           \
-        }                                                                              \
-        sums[b] = specdec_hsum(a0 + a1) + tail;                                        \
-    }                                                                                  \
-    total += specdec_hsum(qsum);                                                       \
-    return (specdec_hor(signs) | tail_signs) >= 0 && total - total == 0.0;             \
+#define SPECDEC_PRIMITIVES(T, SUFFIX)                                                    \
+static inline double specdec_sum_##SUFFIX(const T *p, ptrdiff_t n, int64_t *signs)       \
+{                                                                                         \
+    specdec_vd a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                                    \
+    specdec_vi s = {0};                                                                   \
+    double tail = 0.0;                                                                    \
+    ptrdiff_t v = 0;                                                                      \
+    for (; v + 4 * SPECDEC_LANES <= n; v += 4 * SPECDEC_LANES) {                          \
+        specdec_vd x0 = specdec_load_##SUFFIX(p + v);                                     \
+        specdec_vd x1 = specdec_load_##SUFFIX(p + v + SPECDEC_LANES);                     \
+        specdec_vd x2 = specdec_load_##SUFFIX(p + v + 2 * SPECDEC_LANES);                 \
+        specdec_vd x3 = specdec_load_##SUFFIX(p + v + 3 * SPECDEC_LANES);                 \
+        a0 += x0; a1 += x1; a2 += x2; a3 += x3;                                           \
+        s |= ((specdec_vi)x0 | (specdec_vi)x1) | ((specdec_vi)x2 | (specdec_vi)x3);       \
+    }                                                                                     \
+    for (; v < n; v++) {                                                                  \
+        tail += p[v];                                                                     \
+        *signs |= specdec_bits(p[v]);                                                     \
+    }                                                                                     \
+    *signs |= specdec_hor(s);                                                             \
+    return specdec_hsum((a0 + a1) + (a2 + a3)) + tail;                                    \
+}                                                                                         \
+                                                                                          \
+static inline double specdec_residual_##SUFFIX(const T *p, const T *q, ptrdiff_t n,       \
+                                               double *qsum, int64_t *signs)              \
+{                                                                                         \
+    specdec_vd a0 = {0}, a1 = {0}, s0 = {0};                                              \
+    specdec_vi s = {0};                                                                   \
+    double tail = 0.0;                                                                    \
+    ptrdiff_t v = 0;                                                                      \
+    for (; v + 2 * SPECDEC_LANES <= n; v += 2 * SPECDEC_LANES) {                          \
+        specdec_vd x0 = specdec_load_##SUFFIX(p + v);                                     \
+        specdec_vd y0 = specdec_load_##SUFFIX(q + v);                                     \
+        specdec_vd x1 = specdec_load_##SUFFIX(p + v + SPECDEC_LANES);                     \
+        specdec_vd y1 = specdec_load_##SUFFIX(q + v + SPECDEC_LANES);                     \
+        specdec_vd d0 = x0 - y0, d1 = x1 - y1;                                            \
+        a0 += (specdec_vd)(~(d0 < 0.0) & (specdec_vi)d0);  /* keeps NaN */                \
+        a1 += (specdec_vd)(~(d1 < 0.0) & (specdec_vi)d1);                                 \
+        s0 += y0 + y1;                                                                    \
+        s |= ((specdec_vi)x0 | (specdec_vi)y0) | ((specdec_vi)x1 | (specdec_vi)y1);       \
+    }                                                                                     \
+    for (; v < n; v++) {                                                                  \
+        double x = p[v], y = q[v], d = x - y;                                             \
+        tail += d < 0.0 ? 0.0 : d;                                                        \
+        *qsum += y;                                                                       \
+        *signs |= specdec_bits(x) | specdec_bits(y);                                      \
+    }                                                                                     \
+    *qsum += specdec_hsum(s0);                                                            \
+    *signs |= specdec_hor(s);                                                             \
+    return specdec_hsum(a0 + a1) + tail;                                                  \
+}                                                                                         \
+                                                                                          \
+static inline double specdec_max_##SUFFIX(const T *p, ptrdiff_t n)                        \
+{                                                                                         \
+    specdec_vd m0 = {0}, m1 = {0};                                                        \
+    double best = 0.0;                                                                    \
+    ptrdiff_t v = 0;                                                                      \
+    int j;                                                                                \
+    for (; v + 2 * SPECDEC_LANES <= n; v += 2 * SPECDEC_LANES) {                          \
+        specdec_vd x0 = specdec_load_##SUFFIX(p + v);                                     \
+        specdec_vd x1 = specdec_load_##SUFFIX(p + v + SPECDEC_LANES);                     \
+        specdec_vi k0 = m0 < x0, k1 = m1 < x1;                                            \
+        m0 = (specdec_vd)((k0 & (specdec_vi)x0) | (~k0 & (specdec_vi)m0));                \
+        m1 = (specdec_vd)((k1 & (specdec_vi)x1) | (~k1 & (specdec_vi)m1));                \
+    }                                                                                     \
+    for (j = 0; j < SPECDEC_LANES; j++) {                                                 \
+        best = m0[j] > best ? m0[j] : best;                                               \
+        best = m1[j] > best ? m1[j] : best;                                               \
+    }                                                                                     \
+    for (; v < n; v++)                                                                    \
+        best = p[v] > best ? p[v] : best;                                                 \
+    return best;                                                                          \
 }
-#else
-#define SPECDEC_RESIDUAL_BLOCK_SUMS(NAME, T, LOAD)                                    \
-static int NAME(const T *p, const T *q, ptrdiff_t n, ptrdiff_t block, double *sums)   \
-{                                                                                      \
-    double total = 0.0;                                                                \
-    int64_t signs = 0;                                                                 \
-    ptrdiff_t start, b = 0, v;                                                         \
-    for (start = 0; start < n; start += block, b++) {                                  \
-        ptrdiff_t end = start + block < n ? start + block : n;                         \
-        double a0 = 0.0, a1 = 0.0;                                                     \
-        for (v = start; v + 2 <= end; v += 2) {                                        \
-            double d0 = (double)p[v] - (double)q[v];                                   \
-            double d1 = (double)p[v + 1] - (double)q[v + 1];                           \
-            a0 += d0 < 0.0 ? 0.0 : d0;                                                 \
-            a1 += d1 < 0.0 ? 0.0 : d1;                                                 \
-            total += (double)q[v] + (double)q[v + 1];                                  \
-            signs |= specdec_bits(p[v]) | specdec_bits(q[v]) |                         \
-                     specdec_bits(p[v + 1]) | specdec_bits(q[v + 1]);                  \
-        }                                                                              \
-        for (; v < end; v++) {                                                         \
-            double d = (double)p[v] - (double)q[v];                                    \
-            a0 += d < 0.0 ? 0.0 : d;                                                   \
-            total += q[v];                                                             \
-            signs |= specdec_bits(p[v]) | specdec_bits(q[v]);                          \
-        }                                                                              \
-        sums[b] = a0 + a1;                                                             \
-    }                                                                                  \
-    return signs >= 0 && total - total == 0.0;                                         \
-}
-#endif
 
-/*
- * row_crossing_block_T(p, n, block, u, before, valid): the first block b at
- * which the running sum of block sums reaches u (the last block when none
- * does); *before is the sum of the blocks before it.  Blocks after b are not
- * read.  *valid is 0 when a block up to b holds a value that is negative, NaN
- * or infinite (or may: a 0 can be a false alarm, never a 1).
- */
-#ifdef SPECDEC_VECTOR
-#define SPECDEC_ROW_CROSSING_BLOCK(NAME, T, LOAD)                                     \
-SPECDEC_CLONES                                                                         \
-static ptrdiff_t NAME(const T *p, ptrdiff_t n, ptrdiff_t block, double u,             \
-                      double *before, int *valid)                                      \
-{                                                                                      \
-    specdec_vi signs = {0};                                                            \
-    int64_t tail_signs = 0;                                                            \
-    double total = 0.0, sum = 0.0;                                                     \
-    ptrdiff_t start, b = 0;                                                            \
-    for (start = 0; ; start += block, b++) {                                           \
-        ptrdiff_t end = start + block < n ? start + block : n, v = start;              \
-        specdec_vd a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                             \
-        double tail = 0.0;                                                             \
-        for (; v + 4 * SPECDEC_LANES <= end; v += 4 * SPECDEC_LANES) {                 \
-            specdec_vd x0 = LOAD(p + v), x1 = LOAD(p + v + SPECDEC_LANES);             \
-            specdec_vd x2 = LOAD(p + v + 2 * SPECDEC_LANES);                           \
-            specdec_vd x3 = LOAD(p + v + 3 * SPECDEC_LANES);                           \
-            a0 += x0; a1 += x1; a2 += x2; a3 += x3;                                    \
-            signs |= ((specdec_vi)x0 | (specdec_vi)x1) | ((specdec_vi)x2 | (specdec_vi)x3); \
-        }                                                                              \
-        for (; v < end; v++) {                                                         \
-            tail += p[v];                                                              \
-            tail_signs |= specdec_bits(p[v]);                                          \
-        }                                                                              \
-        sum = specdec_hsum((a0 + a1) + (a2 + a3)) + tail;                              \
-        /* NaN never crosses: it runs to the end and fails the check below. */         \
-        if (end == n || total + sum >= u)                                              \
-            break;                                                                     \
-        total += sum;                                                                  \
-    }                                                                                  \
-    *before = total;                                                                   \
-    *valid = (specdec_hor(signs) | tail_signs) >= 0 && total - total == 0.0           \
-             && sum - sum == 0.0;                                                      \
-    return b;                                                                          \
-}
-#else
-#define SPECDEC_ROW_CROSSING_BLOCK(NAME, T, LOAD)                                     \
-static ptrdiff_t NAME(const T *p, ptrdiff_t n, ptrdiff_t block, double u,             \
-                      double *before, int *valid)                                      \
-{                                                                                      \
-    double total = 0.0;                                                                \
-    ptrdiff_t start, b = 0, v;                                                         \
-    for (start = 0; ; start += block, b++) {                                           \
-        ptrdiff_t end = start + block < n ? start + block : n;                         \
-        double a0 = 0.0, a1 = 0.0, sum;                                                \
-        int64_t signs = 0;                                                             \
-        for (v = start; v + 2 <= end; v += 2) {                                        \
-            a0 += p[v];                                                                \
-            a1 += p[v + 1];                                                            \
-            signs |= specdec_bits(p[v]) | specdec_bits(p[v + 1]);                      \
-        }                                                                              \
-        for (; v < end; v++) {                                                         \
-            a0 += p[v];                                                                \
-            signs |= specdec_bits(p[v]);                                               \
-        }                                                                              \
-        sum = a0 + a1;                                                                 \
-        if (signs < 0 || sum - sum != 0.0) {                                           \
-            *valid = 0;                                                                \
-            *before = total;                                                           \
-            return b;                                                                  \
-        }                                                                              \
-        if (end == n || total + sum >= u) {                                            \
-            *valid = 1;                                                                \
-            *before = total;                                                           \
-            return b;                                                                  \
-        }                                                                              \
-        total += sum;                                                                  \
-    }                                                                                  \
+#else  /* scalar primitives, two accumulators */
+
+#define SPECDEC_PRIMITIVES(T, SUFFIX)                                                    \
+static inline double specdec_sum_##SUFFIX(const T *p, ptrdiff_t n, int64_t *signs)       \
+{                                                                                         \
+    double a0 = 0.0, a1 = 0.0;                                                            \
+    ptrdiff_t v = 0;                                                                      \
+    for (; v + 2 <= n; v += 2) {                                                          \
+        a0 += p[v];                                                                       \
+        a1 += p[v + 1];                                                                   \
+        *signs |= specdec_bits(p[v]) | specdec_bits(p[v + 1]);                            \
+    }                                                                                     \
+    for (; v < n; v++) {                                                                  \
+        a0 += p[v];                                                                       \
+        *signs |= specdec_bits(p[v]);                                                     \
+    }                                                                                     \
+    return a0 + a1;                                                                       \
+}                                                                                         \
+                                                                                          \
+static inline double specdec_residual_##SUFFIX(const T *p, const T *q, ptrdiff_t n,       \
+                                               double *qsum, int64_t *signs)              \
+{                                                                                         \
+    double a = 0.0;                                                                       \
+    ptrdiff_t v;                                                                          \
+    for (v = 0; v < n; v++) {                                                             \
+        double x = p[v], y = q[v], d = x - y;                                             \
+        a += d < 0.0 ? 0.0 : d;                                                           \
+        *qsum += y;                                                                       \
+        *signs |= specdec_bits(x) | specdec_bits(y);                                      \
+    }                                                                                     \
+    return a;                                                                             \
+}                                                                                         \
+                                                                                          \
+static inline double specdec_max_##SUFFIX(const T *p, ptrdiff_t n)                        \
+{                                                                                         \
+    double best = 0.0;                                                                    \
+    ptrdiff_t v;                                                                          \
+    for (v = 0; v < n; v++)                                                               \
+        best = p[v] > best ? p[v] : best;                                                 \
+    return best;                                                                          \
 }
 #endif
 
 /*
- * row_block_sums_T(p, n, block, sums): sums[b] = sum of block b of p, for
- * every block.  Returns 1 when every value is finite and non-negative (a 0 may
- * be a false alarm, never a 1), else 0.
+ * The exported functions, for T = double (_f64) and float (_f32):
+ *
+ * residual_block_sums(p, q, n, block, sums): sums[b] = the sum of
+ *     max(0, p - q) over block b (blocks of `block` elements, the last may be
+ *     shorter).  Returns 1 when every p and q is finite and non-negative.
+ * row_block_sums(p, n, block, sums): sums[b] = the sum of block b of p.
+ *     Returns 1 when every value is finite and non-negative.
+ * row_crossing_block(p, n, block, u, before, valid): the first block b at
+ *     which the running sum of block sums reaches u (the last block when none
+ *     does); *before = the sum of the blocks before b.  Blocks after b are not
+ *     read.  *valid as above, for the blocks read.
+ * row_max(p, n, valid): the largest value (exact: max does not round).
  */
-#ifdef SPECDEC_VECTOR
-#define SPECDEC_ROW_BLOCK_SUMS(NAME, T, LOAD)                                         \
-SPECDEC_CLONES                                                                         \
-static int NAME(const T *p, ptrdiff_t n, ptrdiff_t block, double *sums)               \
-{                                                                                      \
-    specdec_vi signs = {0};                                                            \
-    int64_t tail_signs = 0;                                                            \
-    double total = 0.0;                                                                \
-    ptrdiff_t start, b = 0;                                                            \
-    for (start = 0; start < n; start += block, b++) {                                  \
-        ptrdiff_t end = start + block < n ? start + block : n, v = start;              \
-        specdec_vd a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                             \
-        double tail = 0.0;                                                             \
-        for (; v + 4 * SPECDEC_LANES <= end; v += 4 * SPECDEC_LANES) {                 \
-            specdec_vd x0 = LOAD(p + v), x1 = LOAD(p + v + SPECDEC_LANES);             \
-            specdec_vd x2 = LOAD(p + v + 2 * SPECDEC_LANES);                           \
-            specdec_vd x3 = LOAD(p + v + 3 * SPECDEC_LANES);                           \
-            a0 += x0; a1 += x1; a2 += x2; a3 += x3;                                    \
-            signs |= ((specdec_vi)x0 | (specdec_vi)x1) | ((specdec_vi)x2 | (specdec_vi)x3); \
-        }                                                                              \
-        for (; v < end; v++) {                                                         \
-            tail += p[v];                                                              \
-            tail_signs |= specdec_bits(p[v]);                                          \
-        }                                                                              \
-        sums[b] = specdec_hsum((a0 + a1) + (a2 + a3)) + tail;                          \
-        total += sums[b];                                                              \
-    }                                                                                  \
-    return (specdec_hor(signs) | tail_signs) >= 0 && total - total == 0.0;             \
+#define SPECDEC_BLOCK_FUNCTIONS(T, SUFFIX)                                               \
+SPECDEC_PRIMITIVES(T, SUFFIX)                                                            \
+                                                                                          \
+SPECDEC_CLONES                                                                            \
+static int residual_block_sums_##SUFFIX(const T *p, const T *q, ptrdiff_t n,             \
+                                        ptrdiff_t block, double *sums)                    \
+{                                                                                         \
+    double qsum = 0.0;                                                                    \
+    int64_t signs = 0;                                                                    \
+    ptrdiff_t start, b = 0;                                                               \
+    for (start = 0; start < n; start += block, b++) {                                     \
+        ptrdiff_t len = start + block < n ? block : n - start;                            \
+        sums[b] = specdec_residual_##SUFFIX(p + start, q + start, len, &qsum, &signs);    \
+    }                                                                                     \
+    return signs >= 0 && qsum - qsum == 0.0;                                              \
+}                                                                                         \
+                                                                                          \
+SPECDEC_CLONES                                                                            \
+static int row_block_sums_##SUFFIX(const T *p, ptrdiff_t n, ptrdiff_t block, double *sums) \
+{                                                                                         \
+    double total = 0.0;                                                                   \
+    int64_t signs = 0;                                                                    \
+    ptrdiff_t start, b = 0;                                                               \
+    for (start = 0; start < n; start += block, b++) {                                     \
+        ptrdiff_t len = start + block < n ? block : n - start;                            \
+        sums[b] = specdec_sum_##SUFFIX(p + start, len, &signs);                           \
+        total += sums[b];                                                                 \
+    }                                                                                     \
+    return signs >= 0 && total - total == 0.0;                                            \
+}                                                                                         \
+                                                                                          \
+SPECDEC_CLONES                                                                            \
+static ptrdiff_t row_crossing_block_##SUFFIX(const T *p, ptrdiff_t n, ptrdiff_t block,   \
+                                             double u, double *before, int *valid)        \
+{                                                                                         \
+    double total = 0.0, sum = 0.0;                                                        \
+    int64_t signs = 0;                                                                    \
+    ptrdiff_t start, b = 0;                                                               \
+    for (start = 0; ; start += block, b++) {                                              \
+        ptrdiff_t len = start + block < n ? block : n - start;                            \
+        sum = specdec_sum_##SUFFIX(p + start, len, &signs);                               \
+        /* NaN never crosses: it runs to the end and fails the check below. */            \
+        if (start + len >= n || total + sum >= u)                                         \
+            break;                                                                        \
+        total += sum;                                                                     \
+    }                                                                                     \
+    *before = total;                                                                      \
+    *valid = signs >= 0 && total - total == 0.0 && sum - sum == 0.0;                      \
+    return b;                                                                             \
+}                                                                                         \
+                                                                                          \
+SPECDEC_CLONES                                                                            \
+static double row_max_##SUFFIX(const T *p, ptrdiff_t n, int *valid)                      \
+{                                                                                         \
+    int64_t signs = 0;                                                                    \
+    double total = specdec_sum_##SUFFIX(p, n, &signs);                                    \
+    *valid = signs >= 0 && total - total == 0.0;                                          \
+    return specdec_max_##SUFFIX(p, n);                                                    \
 }
-#else
-#define SPECDEC_ROW_BLOCK_SUMS(NAME, T, LOAD)                                         \
-static int NAME(const T *p, ptrdiff_t n, ptrdiff_t block, double *sums)               \
-{                                                                                      \
-    int64_t signs = 0;                                                                 \
-    double total = 0.0;                                                                \
-    ptrdiff_t start, b = 0, v;                                                         \
-    for (start = 0; start < n; start += block, b++) {                                  \
-        ptrdiff_t end = start + block < n ? start + block : n;                         \
-        double a0 = 0.0, a1 = 0.0;                                                     \
-        for (v = start; v + 2 <= end; v += 2) {                                        \
-            a0 += p[v];                                                                \
-            a1 += p[v + 1];                                                            \
-            signs |= specdec_bits(p[v]) | specdec_bits(p[v + 1]);                      \
-        }                                                                              \
-        for (; v < end; v++) {                                                         \
-            a0 += p[v];                                                                \
-            signs |= specdec_bits(p[v]);                                               \
-        }                                                                              \
-        sums[b] = a0 + a1;                                                             \
-        total += sums[b];                                                              \
-    }                                                                                  \
-    return signs >= 0 && total - total == 0.0;                                         \
-}
-#endif
 
-/*
- * row_max_T(p, n, valid): the largest value of p (exact: max does not round).
- * *valid as for the sums above.
- */
-#ifdef SPECDEC_VECTOR
-#define SPECDEC_ROW_MAX(NAME, T, LOAD)                                                \
-SPECDEC_CLONES                                                                         \
-static double NAME(const T *p, ptrdiff_t n, int *valid)                               \
-{                                                                                      \
-    specdec_vd m0 = {0}, m1 = {0}, s0 = {0}, s1 = {0};                                 \
-    specdec_vi signs = {0};                                                            \
-    int64_t tail_signs = 0;                                                            \
-    double best = 0.0, total = 0.0;                                                    \
-    ptrdiff_t v = 0;                                                                   \
-    for (; v + 2 * SPECDEC_LANES <= n; v += 2 * SPECDEC_LANES) {                       \
-        specdec_vd x0 = LOAD(p + v), x1 = LOAD(p + v + SPECDEC_LANES);                 \
-        specdec_vi k0 = m0 < x0, k1 = m1 < x1;                                         \
-        m0 = (specdec_vd)((k0 & (specdec_vi)x0) | (~k0 & (specdec_vi)m0));             \
-        m1 = (specdec_vd)((k1 & (specdec_vi)x1) | (~k1 & (specdec_vi)m1));             \
-        s0 += x0; s1 += x1;                                                            \
-        signs |= (specdec_vi)x0 | (specdec_vi)x1;                                      \
-    }                                                                                  \
-    for (int j = 0; j < SPECDEC_LANES; j++) {                                          \
-        best = m0[j] > best ? m0[j] : best;                                            \
-        best = m1[j] > best ? m1[j] : best;                                            \
-    }                                                                                  \
-    for (; v < n; v++) {                                                               \
-        double x = p[v];                                                               \
-        best = x > best ? x : best;                                                    \
-        total += x;                                                                    \
-        tail_signs |= specdec_bits(x);                                                 \
-    }                                                                                  \
-    total += specdec_hsum(s0 + s1);                                                    \
-    *valid = (specdec_hor(signs) | tail_signs) >= 0 && total - total == 0.0;           \
-    return best;                                                                       \
-}
-#else
-#define SPECDEC_ROW_MAX(NAME, T, LOAD)                                                \
-static double NAME(const T *p, ptrdiff_t n, int *valid)                               \
-{                                                                                      \
-    double best = 0.0, total = 0.0;                                                    \
-    int64_t signs = 0;                                                                 \
-    ptrdiff_t v;                                                                       \
-    for (v = 0; v < n; v++) {                                                          \
-        double x = p[v];                                                               \
-        best = x > best ? x : best;                                                    \
-        total += x;                                                                    \
-        signs |= specdec_bits(x);                                                      \
-    }                                                                                  \
-    *valid = signs >= 0 && total - total == 0.0;                                       \
-    return best;                                                                       \
-}
-#endif
-
-#ifdef SPECDEC_VECTOR
-#define SPECDEC_LOAD_D specdec_load_d
-#define SPECDEC_LOAD_F specdec_load_f
-#else
-#define SPECDEC_LOAD_D
-#define SPECDEC_LOAD_F
-#endif
-
-SPECDEC_RESIDUAL_BLOCK_SUMS(residual_block_sums_f64, double, SPECDEC_LOAD_D)
-SPECDEC_RESIDUAL_BLOCK_SUMS(residual_block_sums_f32, float, SPECDEC_LOAD_F)
-SPECDEC_ROW_CROSSING_BLOCK(row_crossing_block_f64, double, SPECDEC_LOAD_D)
-SPECDEC_ROW_CROSSING_BLOCK(row_crossing_block_f32, float, SPECDEC_LOAD_F)
-SPECDEC_ROW_BLOCK_SUMS(row_block_sums_f64, double, SPECDEC_LOAD_D)
-SPECDEC_ROW_BLOCK_SUMS(row_block_sums_f32, float, SPECDEC_LOAD_F)
-SPECDEC_ROW_MAX(row_max_f64, double, SPECDEC_LOAD_D)
-SPECDEC_ROW_MAX(row_max_f32, float, SPECDEC_LOAD_F)
+SPECDEC_BLOCK_FUNCTIONS(double, f64)
+SPECDEC_BLOCK_FUNCTIONS(float, f32)
 
 #endif

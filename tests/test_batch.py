@@ -244,7 +244,7 @@ def test_reference_semantics_rows_equal_the_reference(K, V, extra, dtype):
     draft, target, tokens, counts, U = build_batch(1000 * K + V, B, K, V, K + extra, dtype)
     res = verify_batch(draft, target, tokens, uniforms=U, num_draft_tokens=counts,
                        semantics="reference")
-    assert res.tokens.shape == (B, K + 2)
+    assert res.tokens.shape == (B, K + 1)      # R6 emits at most K + 1 tokens
     for b in range(B):
         d, t, toks = row_args(draft, target, tokens, counts, b)
         ref, _ = run_reference(d, t, toks, V, U[b].tolist())
@@ -340,7 +340,7 @@ def test_r6_bonus_after_last_position_rejection():
     tokens = np.array([[0, 1]])
     U = np.array([[0.0, 0.9, 0.5, 0.5]])       # accept t0 (0 < 0.4), reject t1 (0.9 >= 0.2)
     ref = verify_batch(draft, target, tokens, uniforms=U, semantics="reference")
-    assert ref.tokens.tolist() == [[0, 2, 2, -1]]
+    assert ref.tokens.tolist() == [[0, 2, 2]]
     assert ref.num_emitted.tolist() == [3] and ref.num_accepted.tolist() == [1]
     exact = verify_batch(draft, target, tokens, uniforms=U[:, :3], semantics="exact")
     assert exact.tokens.tolist() == [[0, 2, -1]]
@@ -353,7 +353,7 @@ def test_q_zero_draft_exact_vs_reference():
     target = np.array([[[0.6, 0.3, 0.1], [0.3, 0.3, 0.4], [0.1, 0.1, 0.8]]])
     tokens = np.array([[0, 2]])
     ref = verify_batch(draft, target, tokens, uniforms=np.zeros((1, 0)), semantics="reference")
-    assert ref.tokens.tolist() == [[-1] * 4]
+    assert ref.tokens.tolist() == [[-1] * 3]
     assert ref.num_emitted.tolist() == [0] and ref.num_accepted.tolist() == [0]
     # Residual max(0, p - q) = [0.6, 0, 0] / 0.6: token 0 for any u; one uniform is enough.
     exact = verify_batch(draft, target, tokens, uniforms=np.array([[0.99]]), semantics="exact")
@@ -391,7 +391,7 @@ def test_invariants_on_a_large_random_batch():
     g = np.random.default_rng(3)
     draft, target, tokens = simple_batch(3, B, K, V)
     counts = g.integers(0, K + 1, B)
-    for semantics, W in (("exact", K + 1), ("reference", K + 2)):
+    for semantics, W in (("exact", K + 1), ("reference", K + 1)):
         res = verify_batch(draft, target, tokens, rng=Rng(3), num_draft_tokens=counts,
                            semantics=semantics)
         ne, na = res.num_emitted, res.num_accepted
@@ -655,7 +655,7 @@ def test_empty_rng_sequence_for_empty_batch():
 # --------------------------------------------------------------------------
 # out=
 
-@pytest.mark.parametrize("semantics, W", [("exact", 4), ("reference", 5)])
+@pytest.mark.parametrize("semantics, W", [("exact", 4), ("reference", 4)])
 def test_out_arrays_are_reused(semantics, W):
     B, K, V = 20, 3, 6
     out = (np.full((B, W), 99, np.int64), np.full(B, 99, np.int64), np.full(B, 99, np.int64))
@@ -1052,7 +1052,7 @@ def test_nothing_is_written_outside_the_outputs(failure, semantics, threads):
     """With out= slices inside larger buffers, the regions around them stay untouched."""
     B, K, V = 64, 6, 5
     draft, target, tokens = simple_batch(32, B, K, V)
-    W = K + 2 if semantics == "reference" else K + 1
+    W = K + 1
     bufs, out = _guarded(B, W)
     if failure is None:
         res = verify_batch(draft, target, tokens, rng=3, semantics=semantics, out=out,

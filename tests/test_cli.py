@@ -95,6 +95,20 @@ def test_simulate_probs_file(tmp_path, capsys):
     assert code == 2 and "exceeds" in err
 
 
+@pytest.mark.parametrize("pair", [["--vocab", "1"], ["--exponent", "0"]])
+def test_simulate_target_equals_wrong_distribution(pair, capsys):
+    # V = 1 or exponent 0: the synthetic draft is the target, alpha = 1 exactly.
+    code, out, err = run(["simulate", "--alpha", "1", "--k", "1-3", "--trials", "1000",
+                          "--json", "--no-progress", *pair], capsys)
+    assert code == 0, err
+    assert "Traceback" not in err
+    (entry,) = json.loads(out)["scenarios"]
+    assert [r["tokens"] for r in entry["rows"]] == [2.0, 3.0, 4.0]
+    assert entry["best_k"] == 3
+    code, _, err = run(["simulate", "--alpha", "0.5", *pair], capsys)
+    assert code == 2 and "below 1" in err and err.count("\n") == 1
+
+
 def test_plot_writes_png(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     out_png = tmp_path / "which_k.png"
@@ -154,7 +168,13 @@ def test_bad_probs_contents(tmp_path, capsys):
     assert code == 2 and "'draft' and 'target'" in err and err.count("\n") == 1
     np.savez(path, draft=-np.ones((2, 5)), target=np.ones((3, 5)))
     code, _, err = run(["simulate", "--probs", str(path)], capsys)
-    assert code == 2 and "non-negative" in err
+    assert code == 2 and "non-negative" in err and "'draft'" in err
+    np.savez(path, draft=np.ones((2, 5)), target=np.zeros((3, 5)))
+    code, _, err = run(["simulate", "--probs", str(path)], capsys)
+    assert code == 2 and "'target': row 0 (scenario 0) sums to 0" in err
+    np.savez(path, draft=np.ones((2, 5), dtype=complex), target=np.ones((3, 5)))
+    code, _, err = run(["simulate", "--probs", str(path)], capsys)
+    assert code == 2 and "'draft' must hold real numbers" in err and err.count("\n") == 1
     path.write_text("not a zip file")
     code, _, err = run(["simulate", "--probs", str(path)], capsys)
     assert code == 2 and err.count("\n") == 1

@@ -15,8 +15,8 @@ import pytest
 
 from specdec_fast import theory
 from specdec_fast._rng import Rng
-from specdec_fast._simulate import alias_tables
-from specdec_fast.simulate import CHUNK_TRIALS, SimulationResult, simulate
+from specdec_fast._simulate import alias_tables, chunk_states
+from specdec_fast.simulate import CHUNK_TRIALS, SimulationResult, _tables, simulate
 from specdec_fast.synthetic import zipf_rows
 
 CONFIDENCE = 1 - 1e-6
@@ -188,6 +188,28 @@ def test_zero_draft_mass_never_drafted():
     assert r.token_counts[1, 1:].sum() == 0           # the bonus row is one-hot
 
 
+@pytest.mark.parametrize("reference", [False, True])
+def test_empty_residual_corrects_uniformly(reference):
+    """R4 as the verify kernel runs it: an all-zero residual gives uniform corrections.
+
+    ``simulate`` normalises its rows, so ``p <= q`` everywhere means ``p == q``
+    and a rejection only by rounding; the tables it builds take unnormalised
+    rows, where ``p <= q`` still rejects with probability ``1 - sum(p) = 0.6``.
+    """
+    p = np.array([[[0.1, 0.2, 0.1]]])
+    q = np.array([[[0.5, 0.3, 0.2]]])
+    n = 300_000
+    accepted, emitted = np.zeros(2, np.int64), np.zeros(3, np.int64)
+    counts = np.zeros((2, 3), np.int64)
+    _tables(p, q, 1, False, reference).run(0, chunk_states([5], 1)[0, 0], n, accepted, emitted,
+                                           counts)
+    assert accepted.sum() == n and abs(accepted[1] / n - 0.4) < Z * np.sqrt(0.24 / n)
+    # Accepted drafts follow p (0.1, 0.2, 0.1); the rejections (0.6) spread 0.2 on each token.
+    want = np.array([0.3, 0.4, 0.3])
+    f = counts[0] / n
+    assert (np.abs(f - want) <= Z * np.sqrt(want * (1 - want) / n)).all(), f
+
+
 def test_alias_tables_reproduce_the_weights():
     g = np.random.default_rng(0)
     w = g.random((5, 257)) * (g.random((5, 257)) < 0.6)
@@ -219,7 +241,6 @@ def test_progress_object_and_bar(capsys):
     simulate(np.stack([draft] * 2), np.stack([target] * 2), trials=2 * CHUNK_TRIALS + 5,
              rng=1, progress=c)
     assert c.total == 2 * (2 * CHUNK_TRIALS + 5)
-    pytest.importorskip("tqdm")
     simulate(draft, target, trials=1000, rng=1, progress=True)
     with pytest.raises(TypeError):
         simulate(draft, target, trials=10, progress="yes")
@@ -249,6 +270,10 @@ def test_keyboard_interrupt_returns_what_finished():
     (dict(rng="x"), TypeError, "rng"),
     (dict(num_threads=0), ValueError, "num_threads"),
     (dict(confidence=1.0), ValueError, "confidence"),
+    (dict(confidence=0.0), ValueError, "confidence"),
+    (dict(confidence="high"), TypeError, "confidence"),
+    (dict(trials=True), TypeError, "trials"),
+    (dict(k=-1), ValueError, "k must be at least 0"),
     (dict(k=5), ValueError, "exceeds"),
 ])
 def test_bad_arguments(kwargs, error, match):

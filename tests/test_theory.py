@@ -144,7 +144,7 @@ def test_bad_inputs():
         theory.expected_tokens(-0.1, 2)
     with pytest.raises(ValueError, match="finite"):
         theory.expected_tokens(float("nan"), 2)
-    with pytest.raises(ValueError, match="non-negative"):
+    with pytest.raises(ValueError, match="k must be at least 0"):
         theory.expected_tokens(0.5, -1)
     with pytest.raises(TypeError):
         theory.expected_tokens(0.5, 2.5)
@@ -220,3 +220,38 @@ def test_zipf_family():
         synthetic.zipf(0)
     with pytest.raises(TypeError):
         synthetic.zipf(10, rng="seed")
+
+
+@pytest.mark.parametrize("V, exponent", [(1, 1.1), (1, 0.0), (1000, 0.0)])
+def test_zipf_pair_when_target_and_wrong_coincide(V, exponent):
+    # V = 1 or exponent 0: the target and the "wrong" distribution are equal, so
+    # the only reachable alpha is 1 and the draft is the target itself.
+    assert synthetic.min_alpha(V, exponent) == 1.0
+    p, q = synthetic.zipf_pair(V, 1.0, exponent)
+    np.testing.assert_array_equal(q, p)
+    assert theory.acceptance_rate(p, q) == pytest.approx(1.0, abs=1e-12)
+    draft, target = synthetic.zipf_rows(V, [1.0, 1.0], exponent, rng=1)
+    assert draft.shape == (2, V) and target.shape == (3, V)
+    if V > 1:
+        with pytest.raises(ValueError, match="smallest"):
+            synthetic.zipf_pair(V, 0.5, exponent)
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: synthetic.zipf(0), ValueError, "V must be at least 1"),
+    (lambda: synthetic.zipf(True), TypeError, "V must be an int"),
+    (lambda: synthetic.zipf(2.0), TypeError, "V must be an int"),
+    (lambda: synthetic.zipf(10, exponent=-1), ValueError, "exponent"),
+    (lambda: synthetic.zipf(10, exponent=[1.0, 2.0]), TypeError, "exponent"),
+    (lambda: synthetic.zipf(10, rng=-1), ValueError, "rng"),
+    (lambda: synthetic.zipf_pair(10, float("nan")), ValueError, "alpha"),
+    (lambda: synthetic.min_alpha(10, float("inf")), ValueError, "exponent"),
+    (lambda: theory.optimal_k(0.5, 0.1, 2.0), TypeError, "k_max"),
+    (lambda: theory.expected_tokens(0.5, True), TypeError, "k must be an int"),
+    (lambda: theory.expected_tokens(0.5, np.array([1, -2])), ValueError, "k must be at least 0"),
+    (lambda: theory.acceptance_rate([0.5, "x"], [0.5, 0.5]), TypeError, "p must be"),
+    (lambda: theory.speedup(0.5, 2, float("inf")), ValueError, "cost_ratio"),
+])
+def test_argument_errors_name_the_argument(call, error, match):
+    with pytest.raises(error, match=match):
+        call()

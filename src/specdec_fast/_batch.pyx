@@ -11,8 +11,9 @@ cimport numpy as cnp
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 
-from specdec_fast._kernel cimport (EXACT, OK, REFERENCE, UniformStream, VerifyOutcome, real,
-                                   verify_row)
+from specdec_fast._kernel cimport (BAD_DRAFT_VALUE, BAD_TARGET_VALUE, BAD_TOKEN, EXACT, OK,
+                                   OUT_OF_UNIFORMS, REFERENCE, UniformStream, VerifyOutcome,
+                                   real, verify_row)
 from specdec_fast._rng cimport xoshiro256plus_state
 
 cnp.import_array()
@@ -24,7 +25,7 @@ cdef VerifyOutcome verify_range(const real* target, const real* draft, Py_ssize_
                                 const Py_ssize_t* tokens, const Py_ssize_t* counts, Py_ssize_t K,
                                 Py_ssize_t V, xoshiro256plus_state* states,
                                 const double* uniforms, Py_ssize_t m, int semantics,
-                                bint greedy, bint compensated, int64_t* out_tokens,
+                                bint greedy, int64_t* out_tokens,
                                 Py_ssize_t width, int64_t* emitted, int64_t* accepted,
                                 Py_ssize_t* scratch, Py_ssize_t start, Py_ssize_t stop,
                                 Py_ssize_t* failed_row) noexcept nogil:
@@ -44,8 +45,7 @@ cdef VerifyOutcome verify_range(const real* target, const real* draft, Py_ssize_
             draft_rows = draft + b * b_stride_d
         outcome = verify_row(target + b * b_stride_t, k_stride_t, target_rows,
                              draft_rows, k_stride_d,
-                             tokens + b * K, counts[b], V, semantics, greedy, compensated,
-                             &stream, scratch)
+                             tokens + b * K, counts[b], V, semantics, greedy, &stream, scratch)
         for j in range(width):
             out_tokens[b * width + j] = scratch[j] if j < outcome.emitted else -1
         emitted[b] = outcome.emitted
@@ -57,7 +57,7 @@ cdef VerifyOutcome verify_range(const real* target, const real* draft, Py_ssize_
 
 
 def verify_rows(cnp.ndarray target, object draft, cnp.ndarray tokens, cnp.ndarray counts,
-                object states, object uniforms, bint reference, bint greedy, bint compensated,
+                object states, object uniforms, bint reference, bint greedy,
                 cnp.ndarray out_tokens, cnp.ndarray out_emitted, cnp.ndarray out_accepted,
                 Py_ssize_t start, Py_ssize_t stop):
     """Verify rows ``start .. stop``; returns None, or (error, b, row, index)."""
@@ -98,16 +98,29 @@ def verify_rows(cnp.ndarray target, object draft, cnp.ndarray tokens, cnp.ndarra
                 outcome = verify_range(<const float*>target_data, <const float*>draft_data,
                                        bt, kt, target_rows, bd, kd, token_data, count_data, K, V,
                                        state_data, uniform_data, m, semantics, greedy,
-                                       compensated, out_data, width, emitted_data,
+                                       out_data, width, emitted_data,
                                        accepted_data, scratch, start, stop, &failed_row)
             else:
                 outcome = verify_range(<const double*>target_data, <const double*>draft_data,
                                        bt, kt, target_rows, bd, kd, token_data, count_data, K, V,
                                        state_data, uniform_data, m, semantics, greedy,
-                                       compensated, out_data, width, emitted_data,
+                                       out_data, width, emitted_data,
                                        accepted_data, scratch, start, stop, &failed_row)
     finally:
         free(scratch)
     if outcome.error == OK:
         return None
     return (outcome.error, failed_row, outcome.row, outcome.index)
+
+
+def failure_error(failure, target, draft, tokens):
+    """The ValueError for a failure tuple returned by ``verify_rows``."""
+    error, b, row, index = failure
+    if error == BAD_TOKEN:
+        return ValueError(f"draft_tokens[{b}][{row}] = {tokens[b, row]} is outside [0, V)")
+    if error == OUT_OF_UNIFORMS:
+        return ValueError(f"uniforms[{b}]: the row needs more uniforms than given "
+                          f"(ran out at position {row})")
+    name, arr = ("target_probs", target) if error == BAD_TARGET_VALUE else ("draft_probs", draft)
+    return ValueError(f"{name}[{b}][{row}][{index}] = {arr[b, row, index]!r}: "
+                      "probabilities must be finite and non-negative")

@@ -1,29 +1,29 @@
-"""The layer between Python objects and the nogil kernel.
+"""The drop-in: the layer between the reference's Python inputs and the kernel.
 
 It reads the reference's inputs (lists of lists, NumPy arrays, other
 sequences and buffers) without converting whole rows until the algorithm needs
 them, validates them with errors that name the argument and the position,
-draws uniforms from an ``Rng`` or a replay sequence in the reference's order,
-and builds the reference's result dict.  The sampling itself is in
-``_kernel``; this module only chooses what to feed it.
+draws uniforms in the reference's order, and builds the reference's result
+dict.  Two-dimensional float arrays go straight to the kernel's ``verify_row``;
+rows given as Python sequences are read here, element by element, by a loop
+that follows the same rules (R1-R8) and samples with the same kernel functions.
+The GIL is held throughout: use ``verify_batch`` for GIL-free batches.
 """
-import sys
-
 import numpy as np
 
 cimport numpy as cnp
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_AsDouble, PyFloat_CheckExact
-from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE, PyList_New, PyList_SET_ITEM
-from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact, PyLong_FromSsize_t
-from cpython.pyport cimport PY_SSIZE_T_MAX
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
 from cpython.object cimport PyObject
-from cpython.ref cimport Py_INCREF
-from cpython.tuple cimport PyTuple_GET_ITEM
-from libc.float cimport DBL_MAX
-from libc.stdlib cimport free, malloc
+from cpython.pyport cimport PY_SSIZE_T_MAX
+from libc.stdlib cimport calloc, free
 
-from specdec_fast._kernel cimport BAD_DRAFT, BAD_TARGET, cumulative_sample, residual_sample
-from specdec_fast._rng cimport Rng, xoshiro256plus_next_double, xoshiro256plus_state
+from specdec_fast._kernel cimport (BAD_DRAFT, BAD_DRAFT_VALUE, BAD_TARGET, BAD_TARGET_VALUE, EXACT,
+                                   OK, OUT_OF_UNIFORMS, REFERENCE, UniformStream, VerifyOutcome,
+                                   bonus_follows, cumulative_sample, is_probability, next_uniform,
+                                   residual_sample, verify_row)
+from specdec_fast._rng cimport Rng
 
 cnp.import_array()
 
@@ -32,13 +32,6 @@ cdef extern from "Python.h":
     PyObject** PySequence_Fast_ITEMS(object seq)
     bint PyFloat_CheckExact_ptr "PyFloat_CheckExact"(PyObject* op)
     double PyFloat_AS_DOUBLE_ptr "PyFloat_AS_DOUBLE"(PyObject* op)
-
-# The reference's sum() is compensated (Neumaier) from CPython 3.12 on.
-COMPENSATED_SUM = sys.version_info >= (3, 12)
-cdef bint compensated_sum = COMPENSATED_SUM
-
-# Rows at least this long are sampled with the GIL released.
-cdef Py_ssize_t NOGIL_MIN_LENGTH = 4096
 
 cdef Rng default_rng = Rng()
 
@@ -60,7 +53,7 @@ cdef struct Matrix:
     char* data              # a 2-D array: row i at data + i * row_stride; else NULL
     Py_ssize_t row_stride
     bint single             # elements are float32 (else float64)
-    PyObject* rows          # when data is NULL: a list of rows (borrowed)
+    PyObject* rows          # when data is NULL: a private list of the rows (borrowed)
     Py_ssize_t nrows
 
 
@@ -71,7 +64,8 @@ cdef inline bint in_place_dtype(cnp.ndarray arr):
         return False
     if not cnp.PyArray_ISNOTSWAPPED(arr) or not cnp.PyArray_ISALIGNED(arr):
         return False
-    return cnp.PyArray_NDIM(arr) == 0 or cnp.PyArray_STRIDE(arr, cnp.PyArray_NDIM(arr) - 1) == cnp.PyArray_ITEMSIZE(arr)
+    return (cnp.PyArray_NDIM(arr) == 0
+            or cnp.PyArray_STRIDE(arr, cnp.PyArray_NDIM(arr) - 1) == cnp.PyArray_ITEMSIZE(arr))
 
 
 cdef cnp.ndarray as_real_array(object obj, str name):
@@ -84,25 +78,36 @@ cdef cnp.ndarray as_real_array(object obj, str name):
     return np.ascontiguousarray(arr, dtype=np.float64)
 
 
+cdef bint is_buffer(object obj):
+    try:
+        memoryview(obj)
+    except TypeError:
+        return False
+    return True
+
+
 cdef object open_matrix(object obj, str name, Py_ssize_t need, Py_ssize_t readable,
                         Py_ssize_t vocab_size, Matrix* m):
     """Check ``obj`` has ``need`` rows of at least ``vocab_size`` entries and fill ``m``.
 
-    Of a list, the first ``readable`` rows (those the call may read) are checked.
-
-    Returns the object that keeps ``m``'s memory alive.
+    Of a sequence, the first ``readable`` rows (those the call may read) are
+    checked.  Returns the object that keeps ``m``'s memory alive.
     """
     cdef cnp.ndarray arr
     cdef Py_ssize_t i
     m.data = NULL
     m.rows = NULL
-    if type(obj) is not list and not cnp.PyArray_Check(obj):
-        if isinstance(obj, (str, bytes)) or not hasattr(obj, "__len__") and not hasattr(obj, "__array__"):
-            raise TypeError(f"{name} must be a sequence of rows or a 2-D array, not {type(obj).__name__}")
-        obj = as_real_array(obj, name) if (hasattr(obj, "__array__") or _is_buffer(obj)) else list(obj)
-    if type(obj) is list:
+    if not cnp.PyArray_Check(obj):
+        if isinstance(obj, (str, bytes)) or not (hasattr(obj, "__len__")
+                                                  or hasattr(obj, "__array__")):
+            raise TypeError(f"{name} must be a sequence of rows or a 2-D array, "
+                            f"not {type(obj).__name__}")
+        if hasattr(obj, "__array__") or is_buffer(obj):
+            obj = as_real_array(obj, name)
+    if not cnp.PyArray_Check(obj):
+        obj = list(obj)          # a private copy: user code cannot resize it under us
         m.rows = <PyObject*>obj
-        m.nrows = len(obj)
+        m.nrows = PyList_GET_SIZE(obj)
         if m.nrows < need:
             raise ValueError(f"{name} has {m.nrows} rows, fewer than the {need} it needs")
         for i in range(min(m.nrows, readable)):
@@ -123,27 +128,20 @@ cdef object open_matrix(object obj, str name, Py_ssize_t need, Py_ssize_t readab
     return arr
 
 
-cdef bint _is_buffer(object obj):
-    try:
-        memoryview(obj)
-    except TypeError:
-        return False
-    return True
-
-
 cdef int check_row(object row, str name, Py_ssize_t i, Py_ssize_t vocab_size) except -1:
     """A row must be a 1-D sequence with at least ``vocab_size`` entries."""
-    cdef Py_ssize_t length = 0
+    cdef Py_ssize_t length
     if type(row) is list:
         length = PyList_GET_SIZE(row)
-    elif cnp.PyArray_Check(row):
-        if cnp.PyArray_NDIM(row) != 1:
-            raise ValueError(f"{name}[{i}] must be 1-D, got {cnp.PyArray_NDIM(row)}-D")
-        if (<cnp.ndarray>row).dtype.kind not in "fiub":
-            raise TypeError(f"{name}[{i}] must hold real numbers, got dtype {row.dtype}")
-    elif isinstance(row, (str, bytes)) or not hasattr(row, "__len__"):
-        raise TypeError(f"{name}[{i}] must be a sequence of probabilities, not {type(row).__name__}")
-    if type(row) is not list:
+    else:
+        if cnp.PyArray_Check(row):
+            if cnp.PyArray_NDIM(row) != 1:
+                raise ValueError(f"{name}[{i}] must be 1-D, got {cnp.PyArray_NDIM(row)}-D")
+            if (<cnp.ndarray>row).dtype.kind not in "fiub":
+                raise TypeError(f"{name}[{i}] must hold real numbers, got dtype {row.dtype}")
+        elif isinstance(row, (str, bytes)) or not hasattr(row, "__len__"):
+            raise TypeError(f"{name}[{i}] must be a sequence of probabilities, "
+                            f"not {type(row).__name__}")
         length = len(row)
     if length < vocab_size:
         raise ValueError(f"{name}[{i}] has {length} entries, fewer than vocab_size={vocab_size}")
@@ -158,29 +156,40 @@ cdef double as_real(object item, str name, Py_ssize_t i, Py_ssize_t v) except? -
         raise TypeError(f"{name}[{i}][{v}] must be a real number, not {type(item).__name__}")
     try:
         return PyFloat_AsDouble(item)
+    except OverflowError:
+        raise ValueError(f"{name}[{i}][{v}] is too large for a float") from None
     except (TypeError, ValueError):
-        raise TypeError(f"{name}[{i}][{v}] must be a real number, not {type(item).__name__}") from None
+        raise TypeError(f"{name}[{i}][{v}] must be a real number, "
+                        f"not {type(item).__name__}") from None
+
+
+cdef object row_object(Matrix* m, Py_ssize_t i, Py_ssize_t v, str name):
+    """Row ``i`` of a list matrix, checked to still hold entry ``v``."""
+    cdef object row = <object>PyList_GET_ITEM(<object>m.rows, i)
+    if type(row) is list and PyList_GET_SIZE(row) <= v:
+        raise ValueError(f"{name}[{i}] changed size while being read")
+    return row
 
 
 cdef double read_entry(Matrix* m, Py_ssize_t i, Py_ssize_t v, str name) except? -1.0:
     """Entry ``[i][v]`` of the matrix (bounds already checked)."""
-    cdef char* row
-    cdef object obj
+    cdef char* data
+    cdef object row
     cdef PyObject* item
     if m.data != NULL:
-        row = m.data + i * m.row_stride
-        return (<float*>row)[v] if m.single else (<double*>row)[v]
-    obj = <object>PyList_GET_ITEM(<object>m.rows, i)
-    if type(obj) is list or type(obj) is tuple:
-        item = PySequence_Fast_ITEMS(obj)[v]
+        data = m.data + i * m.row_stride
+        return (<float*>data)[v] if m.single else (<double*>data)[v]
+    row = row_object(m, i, v, name)
+    if type(row) is list or type(row) is tuple:
+        item = PySequence_Fast_ITEMS(row)[v]
         if PyFloat_CheckExact_ptr(item):
             return PyFloat_AS_DOUBLE_ptr(item)
         return as_real(<object>item, name, i, v)
-    if cnp.PyArray_Check(obj) and in_place_dtype(obj):
-        if cnp.PyArray_TYPE(obj) == cnp.NPY_FLOAT:
-            return (<float*>cnp.PyArray_GETPTR1(obj, v))[0]
-        return (<double*>cnp.PyArray_GETPTR1(obj, v))[0]
-    return as_real(obj[v], name, i, v)
+    if cnp.PyArray_Check(row) and in_place_dtype(row):
+        if cnp.PyArray_TYPE(row) == cnp.NPY_FLOAT:
+            return (<float*>cnp.PyArray_GETPTR1(row, v))[0]
+        return (<double*>cnp.PyArray_GETPTR1(row, v))[0]
+    return as_real(row[v], name, i, v)
 
 
 cdef struct Row:
@@ -189,41 +198,48 @@ cdef struct Row:
     double* owned           # a buffer to free, or NULL
 
 
-cdef int open_row(Matrix* m, Py_ssize_t i, Py_ssize_t n, str name, Row* r) except -1:
-    """Row ``i`` of the matrix as contiguous memory, copied only when it must be."""
-    cdef object obj
+cdef object open_row(Matrix* m, Py_ssize_t i, Py_ssize_t n, str name, Row* r):
+    """Row ``i`` as contiguous memory, copied only when it must be.
+
+    Returns the object that owns ``r.data`` (keep it while using the row).
+    """
+    cdef object row
     cdef Py_ssize_t v
     r.owned = NULL
     if m.data != NULL:
         r.data = m.data + i * m.row_stride
         r.single = m.single
-        return 0
-    obj = <object>PyList_GET_ITEM(<object>m.rows, i)
-    if cnp.PyArray_Check(obj) and in_place_dtype(obj):
-        r.data = cnp.PyArray_DATA(obj)
-        r.single = cnp.PyArray_TYPE(obj) == cnp.NPY_FLOAT
-        return 0
-    r.owned = <double*>malloc(max(n, 1) * sizeof(double))
+        return None
+    row = <object>PyList_GET_ITEM(<object>m.rows, i)
+    if cnp.PyArray_Check(row) and in_place_dtype(row):
+        r.data = cnp.PyArray_DATA(row)
+        r.single = cnp.PyArray_TYPE(row) == cnp.NPY_FLOAT
+        return row
+    r.owned = <double*>calloc(max(n, 1), sizeof(double))
     if r.owned == NULL:
         raise MemoryError()
     r.data = r.owned
     r.single = False
-    if type(obj) is list or type(obj) is tuple:
-        read_items(PySequence_Fast_ITEMS(obj), n, r.owned, name, i)
+    if type(row) is list or type(row) is tuple:
+        read_items(m, i, row, n, r.owned, name)
     else:
         for v in range(n):
             r.owned[v] = read_entry(m, i, v, name)
-    return 0
+    return row
 
 
-cdef int read_items(PyObject** items, Py_ssize_t n, double* out, str name, Py_ssize_t i) except -1:
-    """The first ``n`` items of a list or tuple row as doubles."""
+cdef int read_items(Matrix* m, Py_ssize_t i, object row, Py_ssize_t n, double* out,
+                    str name) except -1:
+    """The first ``n`` items of a list or tuple row, read through its item array."""
+    cdef PyObject** items = PySequence_Fast_ITEMS(row)
     cdef Py_ssize_t v
     for v in range(n):
         if PyFloat_CheckExact_ptr(items[v]):
             out[v] = PyFloat_AS_DOUBLE_ptr(items[v])
         else:
             out[v] = as_real(<object>items[v], name, i, v)
+            row_object(m, i, n - 1, name)      # user code ran: re-check the row
+            items = PySequence_Fast_ITEMS(row)
     return 0
 
 
@@ -233,11 +249,12 @@ cdef int widen_row(Row* r, Py_ssize_t n) except -1:
     cdef Py_ssize_t v
     if not r.single:
         return 0
-    wide = <double*>malloc(max(n, 1) * sizeof(double))
+    wide = <double*>calloc(max(n, 1), sizeof(double))
     if wide == NULL:
         raise MemoryError()
     for v in range(n):
         wide[v] = (<const float*>r.data)[v]
+    free(r.owned)
     r.data = wide
     r.owned = wide
     r.single = False
@@ -247,43 +264,24 @@ cdef int widen_row(Row* r, Py_ssize_t n) except -1:
 # --------------------------------------------------------------------------
 # Uniforms: drawn from an Rng, or replayed from a sequence, in the reference's order.
 
-cdef struct Uniforms:
-    xoshiro256plus_state* state     # draw from this generator when not NULL
-    const double* values            # else replay these in turn
-    Py_ssize_t count
-    Py_ssize_t used
-
-
-cdef inline int next_uniform(Uniforms* src, double* out) except -1:
-    if src.state != NULL:
-        out[0] = xoshiro256plus_next_double(src.state)
-        return 0
-    if src.used >= src.count:
-        raise ValueError(f"uniforms: the call needs more than the {src.count} values given")
-    out[0] = src.values[src.used]
-    src.used += 1
-    return 0
-
-
-cdef object open_uniforms(object rng, object uniforms, Uniforms* src):
-    """Fill ``src`` from ``rng`` or ``uniforms``; returns what keeps its memory alive."""
+cdef object open_uniforms(object rng, object uniforms, UniformStream* stream):
+    """Fill ``stream`` from ``rng`` or ``uniforms``; returns what keeps its memory alive."""
     cdef cnp.ndarray arr
     cdef Py_ssize_t i
     cdef double x
-    src.state = NULL
-    src.values = NULL
-    src.count = 0
-    src.used = 0
+    stream.state = NULL
+    stream.values = NULL
+    stream.count = 0
+    stream.used = 0
     if uniforms is None:
         if rng is None:
-            src.state = &default_rng.c_state
-            return default_rng
-        if type(rng) is not Rng and not isinstance(rng, Rng):
+            rng = default_rng
+        elif not isinstance(rng, Rng):
             try:
                 rng = Rng(rng)
             except (TypeError, ValueError) as exc:
                 raise type(exc)(f"rng: {exc}") from None
-        src.state = &(<Rng>rng).c_state
+        stream.state = &(<Rng>rng).c_state
         return rng
     if rng is not None:
         raise ValueError("pass rng or uniforms, not both")
@@ -292,7 +290,9 @@ cdef object open_uniforms(object rng, object uniforms, Uniforms* src):
     if cnp.PyArray_Check(uniforms):
         if uniforms.dtype.kind not in "fiu":
             raise TypeError(f"uniforms must hold real numbers, got dtype {uniforms.dtype}")
-        arr = np.ascontiguousarray(uniforms, dtype=np.float64)
+        arr = uniforms
+        if cnp.PyArray_TYPE(arr) != cnp.NPY_DOUBLE or not cnp.PyArray_ISCARRAY_RO(arr):
+            arr = np.ascontiguousarray(uniforms, dtype=np.float64)
     else:
         try:
             items = list(uniforms)
@@ -306,18 +306,28 @@ cdef object open_uniforms(object rng, object uniforms, Uniforms* src):
                 raise TypeError(f"uniforms[{i}] must be a real number, not {type(item).__name__}")
             try:
                 (<double*>cnp.PyArray_DATA(arr))[i] = PyFloat_AsDouble(item)
-            except (TypeError, ValueError):
-                raise TypeError(f"uniforms[{i}] must be a real number, "
-                                f"not {type(item).__name__}") from None
+            except (TypeError, ValueError, OverflowError):
+                raise TypeError(f"uniforms[{i}] must be a real number in [0, 1), "
+                                f"not {item!r}") from None
     if cnp.PyArray_NDIM(arr) != 1:
         raise ValueError(f"uniforms must be 1-D, got {cnp.PyArray_NDIM(arr)}-D")
-    src.values = <const double*>cnp.PyArray_DATA(arr)
-    src.count = cnp.PyArray_DIM(arr, 0)
-    for i in range(src.count):
-        x = src.values[i]
+    stream.values = <const double*>cnp.PyArray_DATA(arr)
+    stream.count = cnp.PyArray_DIM(arr, 0)
+    for i in range(stream.count):
+        x = stream.values[i]
         if not (0.0 <= x < 1.0):
             raise ValueError(f"uniforms[{i}] = {x!r} is outside [0, 1)")
     return arr
+
+
+cdef inline int draw(UniformStream* stream, double* u) except -1:
+    if not next_uniform(stream, u):
+        raise out_of_uniforms(stream)
+    return 0
+
+
+cdef out_of_uniforms(UniformStream* stream):
+    return ValueError(f"uniforms: the call needs more than the {stream.count} values given")
 
 
 # --------------------------------------------------------------------------
@@ -346,32 +356,38 @@ cdef Py_ssize_t as_token(object item, Py_ssize_t i) except? -2:
     return -1 if overflow or t < 0 or t > PY_SSIZE_T_MAX else <Py_ssize_t>t
 
 
-cdef int read_tokens(object tokens, Py_ssize_t K, Py_ssize_t vocab_size, Py_ssize_t* out) except -1:
-    """Each draft token must be an integer in [0, vocab_size)."""
-    cdef Py_ssize_t i, t
-    cdef cnp.ndarray arr
-    cdef PyObject** items
+cdef object open_tokens(object tokens):
+    """The draft tokens as an integer array or a private list."""
     if cnp.PyArray_Check(tokens):
         if tokens.dtype.kind not in "iu" and not (tokens.size == 0 and tokens.dtype.kind == "f"):
             raise TypeError(f"draft_tokens must hold integers, got dtype {tokens.dtype}")
         if cnp.PyArray_NDIM(tokens) != 1:
             raise ValueError(f"draft_tokens must be 1-D, got {cnp.PyArray_NDIM(tokens)}-D")
+        return tokens
+    if isinstance(tokens, (str, bytes)) or not hasattr(tokens, "__len__"):
+        raise TypeError(f"draft_tokens must be a sequence of ints, not {type(tokens).__name__}")
+    return list(tokens)
+
+
+cdef int read_tokens(object tokens, Py_ssize_t K, Py_ssize_t vocab_size, Py_ssize_t* out) except -1:
+    """Each draft token must be an integer in [0, vocab_size)."""
+    cdef Py_ssize_t i
+    cdef cnp.ndarray arr
+    if cnp.PyArray_Check(tokens):
         arr = tokens
         if cnp.PyArray_TYPE(arr) != cnp.NPY_INTP or not cnp.PyArray_ISCARRAY_RO(arr):
             arr = np.ascontiguousarray(tokens, dtype=np.intp)
         for i in range(K):
             out[i] = (<Py_ssize_t*>cnp.PyArray_DATA(arr))[i]
             if not 0 <= out[i] < vocab_size:
-                raise ValueError(f"draft_tokens[{i}] = {tokens[i]} is outside [0, vocab_size={vocab_size})")
+                raise ValueError(f"draft_tokens[{i}] = {tokens[i]} is outside "
+                                 f"[0, vocab_size={vocab_size})")
         return 0
-    if type(tokens) is not list and type(tokens) is not tuple:
-        tokens = list(tokens)
-    items = PySequence_Fast_ITEMS(tokens)
     for i in range(K):
-        t = as_token(<object>items[i], i)
-        if not 0 <= t < vocab_size:
-            raise ValueError(f"draft_tokens[{i}] = {<object>items[i]!r} is outside [0, vocab_size={vocab_size})")
-        out[i] = t
+        out[i] = as_token(<object>PyList_GET_ITEM(tokens, i), i)
+        if not 0 <= out[i] < vocab_size:
+            raise ValueError(f"draft_tokens[{i}] = {tokens[i]!r} is outside "
+                             f"[0, vocab_size={vocab_size})")
     return 0
 
 
@@ -383,21 +399,9 @@ cdef bad_probability(str name, Py_ssize_t i, Py_ssize_t v, double x):
 
 
 cdef inline int check_probability(double x, str name, Py_ssize_t i, Py_ssize_t v) except -1:
-    if not (x >= 0.0 and x <= DBL_MAX):
+    if not is_probability(x):
         raise bad_probability(name, i, v, x)
     return 0
-
-
-cdef Py_ssize_t residual_rows(Row* p, Row* q, Py_ssize_t n, double u, Py_ssize_t* bad) noexcept nogil:
-    if p.single:
-        return residual_sample(<const float*>p.data, <const float*>q.data, -1, n, u, compensated_sum, bad)
-    return residual_sample(<const double*>p.data, <const double*>q.data, -1, n, u, compensated_sum, bad)
-
-
-cdef Py_ssize_t cumulative_row(Row* p, Py_ssize_t n, double u, Py_ssize_t* bad) noexcept nogil:
-    if p.single:
-        return cumulative_sample(<const float*>p.data, n, u, bad)
-    return cumulative_sample(<const double*>p.data, n, u, bad)
 
 
 cdef Py_ssize_t sample_residual(Matrix* target, Matrix* draft, Py_ssize_t i, Py_ssize_t n,
@@ -408,16 +412,15 @@ cdef Py_ssize_t sample_residual(Matrix* target, Matrix* draft, Py_ssize_t i, Py_
     p.owned = NULL
     q.owned = NULL
     try:
-        open_row(target, i, n, "target_probs", &p)
-        open_row(draft, i, n, "draft_probs", &q)
+        keep_p = open_row(target, i, n, "target_probs", &p)
+        keep_q = open_row(draft, i, n, "draft_probs", &q)
         if p.single != q.single:
             widen_row(&p, n)
             widen_row(&q, n)
-        if n >= NOGIL_MIN_LENGTH:
-            with nogil:
-                token = residual_rows(&p, &q, n, u, &bad)
+        if p.single:
+            token = residual_sample(<const float*>p.data, <const float*>q.data, -1, n, u, &bad)
         else:
-            token = residual_rows(&p, &q, n, u, &bad)
+            token = residual_sample(<const double*>p.data, <const double*>q.data, -1, n, u, &bad)
         if token == BAD_TARGET:
             raise bad_probability("target_probs", i, bad, read_entry(target, i, bad, "target_probs"))
         if token == BAD_DRAFT:
@@ -432,20 +435,18 @@ cdef Py_ssize_t sample_cumulative(Matrix* target, Py_ssize_t i, Py_ssize_t n, do
     """R6: the first v with u <= p_0 + ... + p_v; reads the row up to there."""
     cdef Py_ssize_t token, bad = 0, v
     cdef double cum = 0.0, x
-    cdef object row
     cdef PyObject** items
     cdef Row p
-    if m_is_array_row(target, i):
-        open_row(target, i, n, "target_probs", &p)
-        if n >= NOGIL_MIN_LENGTH:
-            with nogil:
-                token = cumulative_row(&p, n, u, &bad)
+    row = None if target.data != NULL else <object>PyList_GET_ITEM(<object>target.rows, i)
+    if row is None or (cnp.PyArray_Check(row) and in_place_dtype(row)):
+        keep = open_row(target, i, n, "target_probs", &p)
+        if p.single:
+            token = cumulative_sample(<const float*>p.data, n, u, &bad)
         else:
-            token = cumulative_row(&p, n, u, &bad)
+            token = cumulative_sample(<const double*>p.data, n, u, &bad)
         if token == BAD_TARGET:
             raise bad_probability("target_probs", i, bad, read_entry(target, i, bad, "target_probs"))
         return token
-    row = <object>PyList_GET_ITEM(<object>target.rows, i)
     if type(row) is list or type(row) is tuple:
         items = PySequence_Fast_ITEMS(row)
         for v in range(n):
@@ -453,8 +454,9 @@ cdef Py_ssize_t sample_cumulative(Matrix* target, Py_ssize_t i, Py_ssize_t n, do
                 x = PyFloat_AS_DOUBLE_ptr(items[v])
             else:
                 x = as_real(<object>items[v], "target_probs", i, v)
-            if not (x >= 0.0 and x <= DBL_MAX):
-                raise bad_probability("target_probs", i, v, x)
+                row_object(target, i, n - 1, "target_probs")
+                items = PySequence_Fast_ITEMS(row)
+            check_probability(x, "target_probs", i, v)
             cum += x
             if u <= cum:
                 return v
@@ -468,48 +470,6 @@ cdef Py_ssize_t sample_cumulative(Matrix* target, Py_ssize_t i, Py_ssize_t n, do
     return 0
 
 
-cdef inline bint m_is_array_row(Matrix* m, Py_ssize_t i):
-    if m.data != NULL:
-        return True
-    row = <object>PyList_GET_ITEM(<object>m.rows, i)
-    return cnp.PyArray_Check(row) and in_place_dtype(row)
-
-
-cdef extern from "prefetch.h" nogil:
-    void specdec_prefetch(const void* p)
-
-
-cdef inline void prefetch_entries(Matrix* target, Matrix* draft, const Py_ssize_t* tokens,
-                                  Py_ssize_t K) noexcept:
-    """Start loading every p_i[t_i] and q_i[t_i] of array inputs at once."""
-    cdef Py_ssize_t i
-    for i in range(K):
-        if target.data != NULL:
-            specdec_prefetch(target.data + i * target.row_stride
-                             + tokens[i] * (4 if target.single else 8))
-        if draft.data != NULL:
-            specdec_prefetch(draft.data + i * draft.row_stride
-                             + tokens[i] * (4 if draft.single else 8))
-
-
-# --------------------------------------------------------------------------
-# The drop-in.
-
-cdef list RATES = []     # RATES[K][n] = round(n / (K + 1), 4), filled on first use
-
-
-cdef object acceptance_rate(Py_ssize_t n, Py_ssize_t K):
-    """``round(n / (K + 1), 4)`` as the reference computes it (0 when K == 0)."""
-    if K == 0:
-        return 0
-    if K < 1024:
-        while len(RATES) <= K:
-            k = len(RATES)
-            RATES.append(tuple([round(j / (k + 1), 4) for j in range(k + 3)]))
-        return (<tuple>RATES[K])[n]
-    return round(<double>n / <double>(K + 1), 4)
-
-
 cdef int check_all_probabilities(Matrix* m, str name, Py_ssize_t nrows, Py_ssize_t n) except -1:
     cdef Py_ssize_t i, v
     for i in range(nrows):
@@ -518,83 +478,122 @@ cdef int check_all_probabilities(Matrix* m, str name, Py_ssize_t nrows, Py_ssize
     return 0
 
 
+# --------------------------------------------------------------------------
+# The two verify loops: arrays in the kernel, Python rows here.
+
+cdef Py_ssize_t verify_arrays(Matrix* target, Matrix* draft, const Py_ssize_t* tokens,
+                              Py_ssize_t K, Py_ssize_t V, int semantics,
+                              UniformStream* stream, Py_ssize_t* out) except -1:
+    """Both matrices are arrays of one dtype: ``verify_row`` does the whole step."""
+    cdef VerifyOutcome r
+    cdef Py_ssize_t item = 4 if target.single else 8
+    if target.single:
+        r = verify_row(<const float*>target.data, target.row_stride // item, target.nrows,
+                       <const float*>draft.data, draft.row_stride // item, tokens, K, V,
+                       semantics, False, stream, out)
+    else:
+        r = verify_row(<const double*>target.data, target.row_stride // item, target.nrows,
+                       <const double*>draft.data, draft.row_stride // item, tokens, K, V,
+                       semantics, False, stream, out)
+    if r.error == OUT_OF_UNIFORMS:
+        raise out_of_uniforms(stream)
+    if r.error == BAD_TARGET_VALUE:
+        raise bad_probability("target_probs", r.row, r.index, read_entry(target, r.row, r.index, ""))
+    if r.error == BAD_DRAFT_VALUE:
+        raise bad_probability("draft_probs", r.row, r.index, read_entry(draft, r.row, r.index, ""))
+    return r.emitted
+
+
+cdef Py_ssize_t verify_rows(Matrix* target, Matrix* draft, const Py_ssize_t* tokens,
+                            Py_ssize_t K, Py_ssize_t V, int semantics,
+                            UniformStream* stream, Py_ssize_t* out) except -1:
+    """The same step as ``verify_row``, reading Python rows only where it must."""
+    cdef Py_ssize_t i, t, n = 0, accepted = 0
+    cdef double p, q, u
+    for i in range(K):                                       # R1
+        t = tokens[i]
+        p = read_entry(target, i, t, "target_probs")         # R2
+        check_probability(p, "target_probs", i, t)
+        q = read_entry(draft, i, t, "draft_probs")
+        check_probability(q, "draft_probs", i, t)
+        if q == 0.0 and semantics == REFERENCE:
+            return n                                         # R2: no token, no bonus
+        if q != 0.0:
+            draw(stream, &u)                                 # R3
+            if u < p / q:
+                out[n] = t
+                n += 1
+                accepted += 1
+                continue
+        draw(stream, &u)                                     # R4
+        out[n] = sample_residual(target, draft, i, V, u)
+        n += 1
+        break
+    if bonus_follows(semantics, accepted, n, K, target.nrows):   # R6, R7
+        draw(stream, &u)
+        out[n] = sample_cumulative(target, K, V, u)
+        n += 1
+    return n
+
+
+cdef dict RATES = {}     # K -> (round(n / (K + 1), 4) for n in 0 .. K + 1)
+
+
+cdef object acceptance_rate(Py_ssize_t n, Py_ssize_t K):
+    """``round(n / (K + 1), 4)`` as the reference computes it (0 when K == 0)."""
+    if K == 0:
+        return 0
+    rates = RATES.get(K)
+    if rates is None:
+        rates = tuple([round(<double>j / <double>(K + 1), 4) for j in range(K + 2)])
+        if len(RATES) < 256:
+            RATES[K] = rates
+    return (<tuple>rates)[n]
+
+
 def speculative_decode_sim(draft_probs, target_probs, draft_tokens, vocab_size, *,
                            rng=None, uniforms=None, check_all=False, semantics="reference"):
     """Compiled twin of the reference; see ``specdec_fast.speculative_decode_sim``."""
     cdef Matrix target, draft
-    cdef Uniforms src
-    cdef Py_ssize_t small_tokens[64]
-    cdef Py_ssize_t small_out[66]
-    cdef Py_ssize_t* tokens = small_tokens
-    cdef Py_ssize_t* out = small_out
-    cdef Py_ssize_t K, V, i, n = 0, t
-    cdef double p, q, u
-    cdef bint bonus, exact
+    cdef UniformStream stream
+    cdef Py_ssize_t small[130]
+    cdef Py_ssize_t* tokens = small          # K tokens, then room for K + 1 emitted
+    cdef Py_ssize_t* out
+    cdef Py_ssize_t K, V, i, n
+    cdef int mode
     if semantics == "reference":
-        exact = False
+        mode = REFERENCE
     elif semantics == "exact":
-        exact = True
+        mode = EXACT
     else:
         raise ValueError(f"semantics must be 'reference' or 'exact', got {semantics!r}")
     V = as_size(vocab_size, "vocab_size")
-    if type(draft_tokens) is not list and (
-            isinstance(draft_tokens, (str, bytes)) or not hasattr(draft_tokens, "__len__")):
-        raise TypeError(f"draft_tokens must be a sequence of ints, not {type(draft_tokens).__name__}")
+    draft_tokens = open_tokens(draft_tokens)
     K = len(draft_tokens)
     keep_target = open_matrix(target_probs, "target_probs", K, K + 1, V, &target)   # R5
     keep_draft = open_matrix(draft_probs, "draft_probs", K, K, V, &draft)
-    keep_uniforms = open_uniforms(rng, uniforms, &src)
+    keep_stream = open_uniforms(rng, uniforms, &stream)
     if check_all:
         check_all_probabilities(&target, "target_probs", min(target.nrows, K + 1), V)
         check_all_probabilities(&draft, "draft_probs", K, V)
-    if K > 64:
-        tokens = <Py_ssize_t*>malloc(K * sizeof(Py_ssize_t))
-        out = <Py_ssize_t*>malloc((K + 2) * sizeof(Py_ssize_t))
-        if tokens == NULL or out == NULL:
-            free(tokens)
-            free(out)
+    if 2 * K + 2 > 130:
+        tokens = <Py_ssize_t*>calloc(2 * K + 2, sizeof(Py_ssize_t))
+        if tokens == NULL:
             raise MemoryError()
+    out = tokens + K
     try:
         read_tokens(draft_tokens, K, V, tokens)
-        prefetch_entries(&target, &draft, tokens, K)
-        bonus = True
-        for i in range(K):                                   # R1
-            t = tokens[i]
-            p = read_entry(&target, i, t, "target_probs")    # R2
-            check_probability(p, "target_probs", i, t)
-            q = read_entry(&draft, i, t, "draft_probs")
-            check_probability(q, "draft_probs", i, t)
-            if q == 0.0 and not exact:
-                bonus = False                                # R2: stop, no token
-                break
-            if q != 0.0:
-                next_uniform(&src, &u)                       # R3
-                if u < p / q:
-                    out[n] = t
-                    n += 1
-                    continue
-            next_uniform(&src, &u)                           # R4
-            out[n] = sample_residual(&target, &draft, i, V, u)
-            n += 1
-            bonus = not exact                                # R6: the reference's bonus
-            break
-        if bonus and n == K and target.nrows > K:           # R6, R7
-            next_uniform(&src, &u)
-            out[n] = sample_cumulative(&target, K, V, u)
-            n += 1
-        token_list = PyList_New(n)
-        for i in range(n):
-            item = PyLong_FromSsize_t(out[i])
-            Py_INCREF(item)
-            PyList_SET_ITEM(token_list, i, item)
+        if target.data != NULL and draft.data != NULL and target.single == draft.single:
+            n = verify_arrays(&target, &draft, tokens, K, V, mode, &stream, out)
+        else:
+            n = verify_rows(&target, &draft, tokens, K, V, mode, &stream, out)
         return {                                             # R9
             "num_draft_tokens": K,
             "num_accepted": n,
             "acceptance_rate": acceptance_rate(n, K),
-            "tokens": token_list,
+            "tokens": [out[i] for i in range(n)],
             "speedup_over_sequential": n / 2.0,
         }
     finally:
-        if tokens != small_tokens:
+        if tokens != small:
             free(tokens)
-            free(out)

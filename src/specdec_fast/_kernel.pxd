@@ -1,4 +1,6 @@
-from specdec_fast._rng cimport xoshiro256plus_state
+from libc.float cimport DBL_MAX
+
+from specdec_fast._rng cimport xoshiro256plus_next_double, xoshiro256plus_state
 
 ctypedef fused real:
     float
@@ -33,12 +35,37 @@ cdef struct VerifyOutcome:
     Py_ssize_t index
 
 cdef Py_ssize_t residual_sample(const real* p, const real* q, Py_ssize_t onehot, Py_ssize_t n,
-                                double u, bint compensated, Py_ssize_t* bad) noexcept nogil
+                                double u, Py_ssize_t* bad) noexcept nogil
 cdef Py_ssize_t cumulative_sample(const real* p, Py_ssize_t n, double u,
                                   Py_ssize_t* bad) noexcept nogil
 cdef VerifyOutcome verify_row(const real* target, Py_ssize_t target_stride,
                               Py_ssize_t target_rows, const real* draft,
                               Py_ssize_t draft_stride, const Py_ssize_t* tokens,
                               Py_ssize_t k, Py_ssize_t n, int semantics, bint greedy,
-                              bint compensated, UniformStream* stream,
-                              Py_ssize_t* out) noexcept nogil
+                              UniformStream* stream, Py_ssize_t* out) noexcept nogil
+
+
+cdef inline bint is_probability(double x) noexcept nogil:
+    """False for negative, NaN and infinite values (-0.0 passes, as 0.0 >= -0.0)."""
+    return x >= 0.0 and x <= DBL_MAX
+
+
+cdef inline bint next_uniform(UniformStream* stream, double* u) noexcept nogil:
+    """Draw the next uniform; False when a replay has run out."""
+    if stream.state != NULL:
+        u[0] = xoshiro256plus_next_double(stream.state)
+        return True
+    if stream.used >= stream.count:
+        return False
+    u[0] = stream.values[stream.used]
+    stream.used += 1
+    return True
+
+
+cdef inline bint bonus_follows(int semantics, Py_ssize_t accepted, Py_ssize_t emitted,
+                               Py_ssize_t k, Py_ssize_t target_rows) noexcept nogil:
+    """Whether the bonus row k is sampled: after all k drafts were accepted, and
+    under the reference's rule R6 also after a rejection at the last position."""
+    if target_rows <= k:
+        return False
+    return accepted == k or (semantics == REFERENCE and emitted == k)

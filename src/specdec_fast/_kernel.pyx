@@ -27,11 +27,16 @@ offending index in ``bad[0]``.
 from libc.float cimport DBL_MAX
 from libc.math cimport fabs
 
-from specdec_fast._rng cimport xoshiro256plus_next_double
 
 
 cdef extern from "prefetch.h" nogil:
     void specdec_prefetch(const void* p)
+
+cdef extern from "Python.h":
+    int PY_VERSION_HEX
+
+# The reference's sum() is compensated (Neumaier) from CPython 3.12 on.
+cdef bint COMPENSATED_SUM = PY_VERSION_HEX >= 0x030C0000
 
 cdef extern from "block_sums.h" nogil:
     int residual_block_sums_f64(const double* p, const double* q, Py_ssize_t n,
@@ -54,11 +59,6 @@ cdef enum:
 
 cdef double EPS = 1.1102230246251565e-16      # 2**-53, the unit roundoff
 cdef double TINY = 4.9406564584124654e-324    # 2**-1074, the smallest subnormal
-
-
-cdef inline bint is_probability(double x) noexcept nogil:
-    """False for negative, NaN and infinite values (-0.0 passes, as 0.0 >= -0.0)."""
-    return x >= 0.0 and x <= DBL_MAX
 
 
 cdef inline double positive_part(double d) noexcept nogil:
@@ -109,12 +109,11 @@ cdef inline double residual_at(const real* p, const real* q, Py_ssize_t onehot,
 
 
 cdef Py_ssize_t residual_sample_serial(const real* p, const real* q, Py_ssize_t onehot,
-                                       Py_ssize_t n, double u, bint compensated,
-                                       Py_ssize_t* bad) noexcept nogil:
+                                       Py_ssize_t n, double u, Py_ssize_t* bad) noexcept nogil:
     """R4 exactly as the reference runs it, validating every value it reads.
 
-    ``compensated`` selects the ``sum()`` of the running interpreter: a plain
-    left-to-right sum (CPython <= 3.11) or Neumaier's compensated sum (3.12+).
+    ``z`` is summed as the running interpreter's ``sum()`` does: left to right
+    (CPython <= 3.11), or with Neumaier's compensation (3.12 and later).
     """
     cdef double z = 0.0, c = 0.0, t, a, cum = 0.0
     cdef Py_ssize_t v
@@ -126,7 +125,7 @@ cdef Py_ssize_t residual_sample_serial(const real* p, const real* q, Py_ssize_t 
             bad[0] = v
             return BAD_DRAFT
         a = residual_at(p, q, onehot, v)
-        if compensated:
+        if COMPENSATED_SUM:
             t = z + a
             if fabs(z) >= fabs(a):
                 c += (z - t) + a
@@ -135,7 +134,7 @@ cdef Py_ssize_t residual_sample_serial(const real* p, const real* q, Py_ssize_t 
             z = t
         else:
             z += a
-    if compensated and c != 0.0 and fabs(c) <= DBL_MAX:
+    if COMPENSATED_SUM and c != 0.0 and fabs(c) <= DBL_MAX:
         z += c
     if z > 0.0:
         for v in range(n):
@@ -183,7 +182,7 @@ cdef bint residual_sums(const real* p, const real* q, Py_ssize_t onehot, Py_ssiz
 
 
 cdef Py_ssize_t residual_sample(const real* p, const real* q, Py_ssize_t onehot, Py_ssize_t n,
-                                double u, bint compensated, Py_ssize_t* bad) noexcept nogil:
+                                double u, Py_ssize_t* bad) noexcept nogil:
     cdef double sums[MAX_BLOCKS]
     cdef Py_ssize_t length = block_length(n, BLOCK), sub
     cdef Py_ssize_t nblocks = (n + length - 1) // length
@@ -196,7 +195,7 @@ cdef Py_ssize_t residual_sample(const real* p, const real* q, Py_ssize_t onehot,
     # Leave anything unusual to the serial path: invalid values, a zero or
     # overflowing residual, sums so small or large that scaling by z underflows.
     if not (valid and 1e-290 < z <= 1e290):
-        return residual_sample_serial(p, q, onehot, n, u, compensated, bad)
+        return residual_sample_serial(p, q, onehot, n, u, bad)
     # Locate the crossing: the block, then the sub-block within it, then the
     # element, keeping ``below`` a sum of the residual before the candidate.
     target = u * z
@@ -221,7 +220,7 @@ cdef Py_ssize_t residual_sample(const real* p, const real* q, Py_ssize_t onehot,
             return v
     elif below / z * (1.0 + tol) + <double>(n + 2) * TINY < u:
         return 0
-    return residual_sample_serial(p, q, onehot, n, u, compensated, bad)
+    return residual_sample_serial(p, q, onehot, n, u, bad)
 
 
 cdef Py_ssize_t cumulative_sample_serial(const real* p, Py_ssize_t n, double u,
@@ -303,18 +302,6 @@ cdef Py_ssize_t row_argmax(const real* p, Py_ssize_t n, Py_ssize_t* bad) noexcep
     return 0
 
 
-cdef inline bint next_uniform(UniformStream* stream, double* u) noexcept nogil:
-    """Draw the next uniform; False when a replay has run out."""
-    if stream.state != NULL:
-        u[0] = xoshiro256plus_next_double(stream.state)
-        return True
-    if stream.used >= stream.count:
-        return False
-    u[0] = stream.values[stream.used]
-    stream.used += 1
-    return True
-
-
 cdef inline VerifyOutcome failed(VerifyOutcome outcome, int error, Py_ssize_t row,
                                  Py_ssize_t index) noexcept nogil:
     outcome.error = error
@@ -327,8 +314,7 @@ cdef VerifyOutcome verify_row(const real* target, Py_ssize_t target_stride,
                               Py_ssize_t target_rows, const real* draft,
                               Py_ssize_t draft_stride, const Py_ssize_t* tokens,
                               Py_ssize_t k, Py_ssize_t n, int semantics, bint greedy,
-                              bint compensated, UniformStream* stream,
-                              Py_ssize_t* out) noexcept nogil:
+                              UniformStream* stream, Py_ssize_t* out) noexcept nogil:
     """One sequence's verify step: ``k`` drafts against rows of ``target``.
 
     Row ``i`` of the target starts at ``target + i * target_stride``; the same for
@@ -384,7 +370,7 @@ cdef VerifyOutcome verify_row(const real* target, Py_ssize_t target_stride,
                 continue
         if not next_uniform(stream, &u):                         # R4
             return failed(outcome, OUT_OF_UNIFORMS, i, 0)
-        token = residual_sample(p, q, t, n, u, compensated, &bad)
+        token = residual_sample(p, q, t, n, u, &bad)
         if token == BAD_TARGET:
             return failed(outcome, BAD_TARGET_VALUE, i, bad)
         if token == BAD_DRAFT:
@@ -392,11 +378,7 @@ cdef VerifyOutcome verify_row(const real* target, Py_ssize_t target_stride,
         out[outcome.emitted] = token
         outcome.emitted += 1
         break
-    # The bonus row: after all k accepted, and under the reference's rule R6
-    # also after a rejection at the last position.
-    if target_rows <= k:
-        return outcome
-    if outcome.accepted < k and not (semantics == REFERENCE and outcome.emitted == k):
+    if not bonus_follows(semantics, outcome.accepted, outcome.emitted, k, target_rows):
         return outcome
     p = target + k * target_stride
     if greedy:

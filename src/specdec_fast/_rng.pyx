@@ -63,6 +63,9 @@ cdef class Rng:
     from OS entropy.  ``random()`` returns ``(next() >> 11) * 2**-53``.
     """
 
+    def __cinit__(self, *args, **kwargs):
+        xoshiro256plus_seed(&self.c_state, 0)     # never the stuck all-zero state
+
     def __init__(self, seed=None):
         xoshiro256plus_seed(&self.c_state, seed_word(seed))
 
@@ -76,9 +79,8 @@ cdef class Rng:
         n = array_size(size)
         out = np.empty(n, dtype=np.float64)
         data = <double*>cnp.PyArray_DATA(out)
-        with nogil:
-            for i in range(n):
-                data[i] = xoshiro256plus_next_double(&self.c_state)
+        for i in range(n):         # with the GIL: the generator may be shared
+            data[i] = xoshiro256plus_next_double(&self.c_state)
         return out
 
     def next_uint64(self, size=None):
@@ -91,9 +93,8 @@ cdef class Rng:
         n = array_size(size)
         out = np.empty(n, dtype=np.uint64)
         data = <uint64_t*>cnp.PyArray_DATA(out)
-        with nogil:
-            for i in range(n):
-                data[i] = xoshiro256plus_next(&self.c_state)
+        for i in range(n):         # with the GIL: the generator may be shared
+            data[i] = xoshiro256plus_next(&self.c_state)
         return out
 
     def jump(self):

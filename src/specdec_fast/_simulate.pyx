@@ -151,7 +151,7 @@ cdef struct Tables:
     bint reference
 
 
-cdef void run_trials(Tables* t, xoshiro256plus_state* st, Py_ssize_t trials,
+cdef void run_trials(Tables* t, xoshiro256plus_state* st, int64_t trials,
                      int64_t* accepted_hist, int64_t* emitted_hist,
                      int64_t* token_counts) noexcept nogil:
     """``trials`` verify steps; counts accepted drafts (0..K) and emitted tokens (0..K+1).
@@ -159,7 +159,8 @@ cdef void run_trials(Tables* t, xoshiro256plus_state* st, Py_ssize_t trials,
     ``token_counts`` (NULL to skip): (K + 1, V) counts of the token emitted at
     each output slot.
     """
-    cdef Py_ssize_t K = t.K, V = t.V, n, i, a, token, row
+    cdef int64_t n
+    cdef Py_ssize_t K = t.K, V = t.V, i, a, token, row
     cdef bint rejected
     cdef double u
     for n in range(trials):
@@ -266,7 +267,7 @@ cdef class Scenarios:
         self.bonus = bonus
         self.reference = reference
 
-    def run(self, Py_ssize_t s, cnp.ndarray state, Py_ssize_t trials,
+    def run(self, Py_ssize_t s, cnp.ndarray state, int64_t trials,
             cnp.ndarray accepted_hist, cnp.ndarray emitted_hist, object token_counts=None):
         """Simulate ``trials`` steps of scenario ``s`` without the GIL, adding to the counters.
 
