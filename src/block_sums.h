@@ -39,9 +39,11 @@ static inline int64_t specdec_bits(double x)
 
 #if defined(__GNUC__) || defined(__clang__)
 #if defined(__GNUC__) && !defined(__clang__)
-/* The vector helpers are static inline: no vector ABI crosses a call. */
+/* The vector helpers are always inlined: no vector ABI crosses a call. */
 #pragma GCC diagnostic ignored "-Wpsabi"
 #endif
+/* Inlined into each clone, so they are compiled for its instruction set. */
+#define SPECDEC_INLINE static inline __attribute__((always_inline))
 #define SPECDEC_LANES 8
 typedef double specdec_vd __attribute__((vector_size(64)));
 typedef int64_t specdec_vi __attribute__((vector_size(64)));
@@ -54,19 +56,19 @@ typedef double specdec_vd_u __attribute__((vector_size(64), aligned(8), may_alia
 typedef float specdec_vf_u __attribute__((vector_size(32), aligned(4), may_alias));
 typedef float specdec_vf __attribute__((vector_size(32)));
 
-static inline specdec_vd specdec_load_f64(const double *p)
+SPECDEC_INLINE specdec_vd specdec_load_f64(const double *p)
 {
     return *(const volatile specdec_vd_u *)p;
 }
 
-static inline specdec_vd specdec_load_f32(const float *p)
+SPECDEC_INLINE specdec_vd specdec_load_f32(const float *p)
 {
     specdec_vf x = *(const volatile specdec_vf_u *)p;
     return __builtin_convertvector(x, specdec_vd);
 }
 
 /* Sum of the lanes, by halves (a fixed order, like every sum here). */
-static inline double specdec_hsum(specdec_vd x)
+SPECDEC_INLINE double specdec_hsum(specdec_vd x)
 {
     specdec_vd4 lo4, hi4, s4;
     specdec_vd2 lo2, hi2, s2;
@@ -79,7 +81,7 @@ static inline double specdec_hsum(specdec_vd x)
     return s2[0] + s2[1];
 }
 
-static inline int64_t specdec_hor(specdec_vi x)
+SPECDEC_INLINE int64_t specdec_hor(specdec_vi x)
 {
     return (x[0] | x[1] | x[2] | x[3]) | (x[4] | x[5] | x[6] | x[7]);
 }
@@ -91,7 +93,7 @@ static inline int64_t specdec_hor(specdec_vi x)
  * and 0 (NaN is ignored here: the sum above catches it).
  */
 #define SPECDEC_PRIMITIVES(T, SUFFIX)                                                    \
-static inline double specdec_sum_##SUFFIX(const T *p, ptrdiff_t n, int64_t *signs)       \
+SPECDEC_INLINE double specdec_sum_##SUFFIX(const T *p, ptrdiff_t n, int64_t *signs)       \
 {                                                                                         \
     specdec_vd a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                                    \
     specdec_vi s = {0};                                                                   \
@@ -113,7 +115,7 @@ static inline double specdec_sum_##SUFFIX(const T *p, ptrdiff_t n, int64_t *sign
     return specdec_hsum((a0 + a1) + (a2 + a3)) + tail;                                    \
 }                                                                                         \
                                                                                           \
-static inline double specdec_residual_##SUFFIX(const T *p, const T *q, ptrdiff_t n,       \
+SPECDEC_INLINE double specdec_residual_##SUFFIX(const T *p, const T *q, ptrdiff_t n,       \
                                                double *qsum, int64_t *signs)              \
 {                                                                                         \
     specdec_vd a0 = {0}, a1 = {0}, s0 = {0};                                              \
@@ -142,7 +144,7 @@ static inline double specdec_residual_##SUFFIX(const T *p, const T *q, ptrdiff_t
     return specdec_hsum(a0 + a1) + tail;                                                  \
 }                                                                                         \
                                                                                           \
-static inline double specdec_max_##SUFFIX(const T *p, ptrdiff_t n)                        \
+SPECDEC_INLINE double specdec_max_##SUFFIX(const T *p, ptrdiff_t n)                        \
 {                                                                                         \
     specdec_vd m0 = {0}, m1 = {0};                                                        \
     double best = 0.0;                                                                    \
@@ -165,9 +167,10 @@ static inline double specdec_max_##SUFFIX(const T *p, ptrdiff_t n)              
 }
 
 #else  /* scalar primitives, two accumulators */
+#define SPECDEC_INLINE static inline
 
 #define SPECDEC_PRIMITIVES(T, SUFFIX)                                                    \
-static inline double specdec_sum_##SUFFIX(const T *p, ptrdiff_t n, int64_t *signs)       \
+SPECDEC_INLINE double specdec_sum_##SUFFIX(const T *p, ptrdiff_t n, int64_t *signs)       \
 {                                                                                         \
     double a0 = 0.0, a1 = 0.0;                                                            \
     ptrdiff_t v = 0;                                                                      \
@@ -183,7 +186,7 @@ static inline double specdec_sum_##SUFFIX(const T *p, ptrdiff_t n, int64_t *sign
     return a0 + a1;                                                                       \
 }                                                                                         \
                                                                                           \
-static inline double specdec_residual_##SUFFIX(const T *p, const T *q, ptrdiff_t n,       \
+SPECDEC_INLINE double specdec_residual_##SUFFIX(const T *p, const T *q, ptrdiff_t n,       \
                                                double *qsum, int64_t *signs)              \
 {                                                                                         \
     double a = 0.0;                                                                       \
@@ -197,7 +200,7 @@ static inline double specdec_residual_##SUFFIX(const T *p, const T *q, ptrdiff_t
     return a;                                                                             \
 }                                                                                         \
                                                                                           \
-static inline double specdec_max_##SUFFIX(const T *p, ptrdiff_t n)                        \
+SPECDEC_INLINE double specdec_max_##SUFFIX(const T *p, ptrdiff_t n)                        \
 {                                                                                         \
     double best = 0.0;                                                                    \
     ptrdiff_t v;                                                                          \

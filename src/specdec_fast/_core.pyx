@@ -97,7 +97,7 @@ cdef object open_matrix(object obj, str name, Py_ssize_t need, Py_ssize_t readab
     cdef Py_ssize_t i
     m.data = NULL
     m.rows = NULL
-    if not cnp.PyArray_Check(obj):
+    if type(obj) is not list and type(obj) is not tuple and not cnp.PyArray_Check(obj):
         if isinstance(obj, (str, bytes)) or not (hasattr(obj, "__len__")
                                                   or hasattr(obj, "__array__")):
             raise TypeError(f"{name} must be a sequence of rows or a 2-D array, "
