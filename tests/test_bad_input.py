@@ -431,3 +431,17 @@ def test_weird_check_all_is_truthiness():
     with pytest.raises(ValueError, match=r"target_probs\[2\]\[0\]"):
         fast_sim(draft, target, TOKENS, V, uniforms=U_ACCEPT, check_all=1)
     assert fast_sim(draft, target, TOKENS, V, uniforms=U_ACCEPT, check_all=0)["num_accepted"] == 4
+
+
+def test_bonus_scan_of_a_list_row_converts_only_what_the_reference_reads():
+    """R6 on list rows: the scan reads ahead, but an item past the sampled bonus token
+    is never converted, and one before it is (TypeError naming its position)."""
+    V = 5000
+    row = [1.0 / V] * V
+    row[3000] = "not a number"                 # u = 0.25 crosses near 1249
+    row[4000] = float("nan")
+    got = specdec_fast.speculative_decode_sim([], [row], [], V, uniforms=[0.25])
+    assert got["tokens"] == [1249]
+    row[1000] = "not a number"
+    with pytest.raises(TypeError, match=r"target_probs\[0\]\[1000\]"):
+        specdec_fast.speculative_decode_sim([], [row], [], V, uniforms=[0.25])

@@ -17,7 +17,7 @@ from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
 from cpython.object cimport PyObject
 from cpython.pyport cimport PY_SSIZE_T_MAX
-from libc.stdlib cimport calloc, free
+from libc.stdlib cimport calloc, free, realloc
 
 from specdec_fast._kernel cimport (BAD_DRAFT, BAD_DRAFT_VALUE, BAD_TARGET, BAD_TARGET_VALUE, EXACT,
                                    OK, OUT_OF_UNIFORMS, REFERENCE, UniformStream, VerifyOutcome,
@@ -435,7 +435,6 @@ cdef Py_ssize_t sample_cumulative(Matrix* target, Py_ssize_t i, Py_ssize_t n, do
     """R6: the first v with u <= p_0 + ... + p_v; reads the row up to there."""
     cdef Py_ssize_t token, bad = 0, v
     cdef double cum = 0.0, x
-    cdef PyObject** items
     cdef Row p
     row = None if target.data != NULL else <object>PyList_GET_ITEM(<object>target.rows, i)
     if row is None or (cnp.PyArray_Check(row) and in_place_dtype(row)):
@@ -448,19 +447,7 @@ cdef Py_ssize_t sample_cumulative(Matrix* target, Py_ssize_t i, Py_ssize_t n, do
             raise bad_probability("target_probs", i, bad, read_entry(target, i, bad, "target_probs"))
         return token
     if type(row) is list or type(row) is tuple:
-        items = PySequence_Fast_ITEMS(row)
-        for v in range(n):
-            if PyFloat_CheckExact_ptr(items[v]):
-                x = PyFloat_AS_DOUBLE_ptr(items[v])
-            else:
-                x = as_real(<object>items[v], "target_probs", i, v)
-                row_object(target, i, n - 1, "target_probs")
-                items = PySequence_Fast_ITEMS(row)
-            check_probability(x, "target_probs", i, v)
-            cum += x
-            if u <= cum:
-                return v
-        return 0
+        return sample_cumulative_items(target, i, row, n, u)
     for v in range(n):
         x = read_entry(target, i, v, "target_probs")
         check_probability(x, "target_probs", i, v)
@@ -468,6 +455,87 @@ cdef Py_ssize_t sample_cumulative(Matrix* target, Py_ssize_t i, Py_ssize_t n, do
         if u <= cum:
             return v
     return 0
+
+
+cdef enum:
+    FIRST_CHUNK = 64        # list items read ahead by the bonus scan, doubling ...
+    LAST_CHUNK = 4096       # ... up to this many at a time
+
+
+cdef double chunk_sum(const double* x, Py_ssize_t n) noexcept:
+    """A sum in four independent chains (any order will do: see the caller)."""
+    cdef double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0
+    cdef Py_ssize_t v = 0
+    while v + 4 <= n:
+        a0 += x[v]
+        a1 += x[v + 1]
+        a2 += x[v + 2]
+        a3 += x[v + 3]
+        v += 4
+    while v < n:
+        a0 += x[v]
+        v += 1
+    return (a0 + a1) + (a2 + a3)
+
+
+cdef bint serial_reaches(const double* x, Py_ssize_t n, double u) noexcept:
+    """Whether the reference's running sum of x[0..n) reaches u."""
+    cdef double cum = 0.0
+    cdef Py_ssize_t v
+    for v in range(n):
+        cum += x[v]
+        if u <= cum:
+            return True
+    return False
+
+
+cdef Py_ssize_t sample_cumulative_items(Matrix* target, Py_ssize_t i, object row, Py_ssize_t n,
+                                        double u) except -1:
+    """R6 on a list row: read floats ahead in chunks until the sum surely passes u,
+    then let the kernel find and certify the crossing in what was read.
+
+    Reading ahead never raises for a value the reference does not read: floats
+    are only copied (the kernel validates up to the crossing), and an item that
+    is not a float is converted only once the reference is sure to reach it.
+    """
+    cdef double* values = NULL
+    cdef double* grown
+    cdef PyObject** items
+    cdef Py_ssize_t filled = 0, size = 0, chunk = FIRST_CHUNK, start, stop, token, bad = 0
+    cdef double total = 0.0
+    try:
+        while filled < n:
+            stop = min(n, filled + chunk)
+            chunk = min(2 * chunk, LAST_CHUNK)
+            if stop > size:
+                size = min(n, max(2 * size, stop))
+                grown = <double*>realloc(values, size * sizeof(double))
+                if grown == NULL:
+                    raise MemoryError()
+                values = grown
+            items = PySequence_Fast_ITEMS(row)
+            start = filled
+            while filled < stop and PyFloat_CheckExact_ptr(items[filled]):
+                values[filled] = PyFloat_AS_DOUBLE_ptr(items[filled])
+                filled += 1
+            total += chunk_sum(values + start, filled - start)
+            # Every summation order is within gamma(n) of the exact sum, so past this
+            # the reference's running sum has reached u inside values[0 .. filled).
+            if total * (1.0 - 4.0 * <double>(filled + 2) * 1.1102230246251565e-16) > u:
+                break
+            if filled < stop:
+                if serial_reaches(values, filled, u):
+                    break
+                values[filled] = as_real(<object>items[filled], "target_probs", i, filled)
+                total += values[filled]
+                filled += 1
+                row_object(target, i, n - 1, "target_probs")     # user code ran
+        token = cumulative_sample(values, filled, u, &bad)
+        if token == BAD_TARGET:
+            raise bad_probability("target_probs", i, bad, values[bad])
+        return token
+    finally:
+        free(values)
 
 
 cdef int check_all_probabilities(Matrix* m, str name, Py_ssize_t nrows, Py_ssize_t n) except -1:
