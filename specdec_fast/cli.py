@@ -84,6 +84,10 @@ def k_range(text):
     return sorted(ks)
 
 
+# Trials per K and scenario: the per-chunk bookkeeping grows with them.
+MAX_TRIALS = 10 ** 11
+
+
 def positive_int(text):
     """An int >= 1; ``1e6`` and ``1_000_000`` are accepted."""
     try:
@@ -343,6 +347,8 @@ def run_simulate(args):
     from specdec_fast._rng import Rng
     from specdec_fast.simulate import simulate
 
+    if args.trials > MAX_TRIALS:
+        raise UsageError(f"--trials is at most {MAX_TRIALS:,}")
     if args.plot is not None:
         _require_matplotlib()
         _check_writable(args.plot)

@@ -244,3 +244,9 @@ def test_python_dash_m(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "specdec_fast", "simulate", "--k", "x"],
                          capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+
+
+def test_too_many_trials_is_a_usage_error(capsys):
+    code = main(["simulate", "--alpha", "0.5", "--k", "1", "--trials", "1e19"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--trials is at most" in err and "Traceback" not in err
