@@ -13,10 +13,11 @@ import numpy as np
 
 cimport numpy as cnp
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_AsDouble, PyFloat_CheckExact
-from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
-from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE, PyList_New, PyList_SET_ITEM
+from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact, PyLong_FromSsize_t
 from cpython.object cimport PyObject
 from cpython.pyport cimport PY_SSIZE_T_MAX
+from cpython.ref cimport Py_INCREF
 from libc.stdlib cimport calloc, free, realloc
 
 from specdec_fast._kernel cimport (BAD_DRAFT, BAD_DRAFT_VALUE, BAD_TARGET, BAD_TARGET_VALUE, EXACT,
@@ -32,6 +33,7 @@ cdef extern from "Python.h":
     PyObject** PySequence_Fast_ITEMS(object seq)
     bint PyFloat_CheckExact_ptr "PyFloat_CheckExact"(PyObject* op)
     double PyFloat_AS_DOUBLE_ptr "PyFloat_AS_DOUBLE"(PyObject* op)
+    bint PyLong_CheckExact_ptr "PyLong_CheckExact"(PyObject* op)
 
 cdef Rng default_rng = Rng()
 
@@ -335,7 +337,13 @@ cdef out_of_uniforms(UniformStream* stream):
 
 cdef Py_ssize_t as_size(object value, str name) except -1:
     """A positive size given as an int (or NumPy integer)."""
-    if not PyLong_CheckExact(value):
+    cdef int overflow = 0
+    cdef long long size
+    if PyLong_CheckExact(value):
+        size = PyLong_AsLongLongAndOverflow(value, &overflow)
+        if not overflow and 1 <= size <= PY_SSIZE_T_MAX:
+            return <Py_ssize_t>size
+    else:
         if isinstance(value, (bool, float)) or not hasattr(type(value), "__index__"):
             raise TypeError(f"{name} must be an int, not {type(value).__name__}")
         value = value.__index__()
@@ -364,9 +372,20 @@ cdef object open_tokens(object tokens):
         if cnp.PyArray_NDIM(tokens) != 1:
             raise ValueError(f"draft_tokens must be 1-D, got {cnp.PyArray_NDIM(tokens)}-D")
         return tokens
+    if type(tokens) is list and all_exact_ints(tokens):
+        return tokens           # reading exact ints runs no user code: no copy needed
     if isinstance(tokens, (str, bytes)) or not hasattr(tokens, "__len__"):
         raise TypeError(f"draft_tokens must be a sequence of ints, not {type(tokens).__name__}")
-    return list(tokens)
+    return list(tokens)         # a private copy: __index__ cannot resize it under us
+
+
+cdef bint all_exact_ints(list items):
+    cdef PyObject** item = PySequence_Fast_ITEMS(items)
+    cdef Py_ssize_t i
+    for i in range(PyList_GET_SIZE(items)):
+        if not PyLong_CheckExact_ptr(item[i]):
+            return False
+    return True
 
 
 cdef int read_tokens(object tokens, Py_ssize_t K, Py_ssize_t vocab_size, Py_ssize_t* out) except -1:
@@ -604,6 +623,21 @@ cdef Py_ssize_t verify_rows(Matrix* target, Matrix* draft, const Py_ssize_t* tok
     return n
 
 
+cdef dict RESULT_TEMPLATE = dict.fromkeys(
+    ["num_draft_tokens", "num_accepted", "acceptance_rate", "tokens", "speedup_over_sequential"])
+
+
+cdef list token_list(const Py_ssize_t* out, Py_ssize_t n):
+    """The emitted tokens as a list of ints, filled in place (no appends)."""
+    cdef list tokens = PyList_New(n)
+    cdef Py_ssize_t i
+    for i in range(n):
+        token = PyLong_FromSsize_t(out[i])
+        Py_INCREF(token)                # PyList_SET_ITEM steals a reference
+        PyList_SET_ITEM(tokens, i, token)
+    return tokens
+
+
 cdef dict RATES = {}     # K -> (round(n / (K + 1), 4) for n in 0 .. K + 1)
 
 
@@ -655,13 +689,13 @@ def speculative_decode_sim(draft_probs, target_probs, draft_tokens, vocab_size, 
             n = verify_arrays(&target, &draft, tokens, K, V, mode, &stream, out)
         else:
             n = verify_rows(&target, &draft, tokens, K, V, mode, &stream, out)
-        return {                                             # R9
-            "num_draft_tokens": K,
-            "num_accepted": n,
-            "acceptance_rate": acceptance_rate(n, K),
-            "tokens": [out[i] for i in range(n)],
-            "speedup_over_sequential": n / 2.0,
-        }
+        result = RESULT_TEMPLATE.copy()                      # R9: keys in the reference's order
+        result["num_draft_tokens"] = K
+        result["num_accepted"] = n
+        result["acceptance_rate"] = acceptance_rate(n, K)
+        result["tokens"] = token_list(out, n)
+        result["speedup_over_sequential"] = n / 2.0
+        return result
     finally:
         if tokens != small:
             free(tokens)
