@@ -67,6 +67,14 @@ SPECDEC_INLINE specdec_vd specdec_load_f32(const float *p)
     return __builtin_convertvector(x, specdec_vd);
 }
 
+/* Elements before p reaches a 64-byte boundary (at most n): vector loads from
+ * there on never straddle two cache lines, which halves the scans' time. */
+SPECDEC_INLINE ptrdiff_t specdec_to_line(const void *p, size_t item, ptrdiff_t n)
+{
+    ptrdiff_t head = (ptrdiff_t)(((64 - ((uintptr_t)p & 63)) & 63) / item);
+    return head < n ? head : n;
+}
+
 /* Sum of the lanes, by halves (a fixed order, like every sum here). */
 SPECDEC_INLINE double specdec_hsum(specdec_vd x)
 {
@@ -81,9 +89,12 @@ SPECDEC_INLINE double specdec_hsum(specdec_vd x)
     return s2[0] + s2[1];
 }
 
-SPECDEC_INLINE int64_t specdec_hor(specdec_vi x)
+/* Sign bits are OR-ed into a vector across blocks and reduced once. */
+typedef specdec_vi specdec_signs;
+
+SPECDEC_INLINE int specdec_any_negative(specdec_signs s)
 {
-    return (x[0] | x[1] | x[2] | x[3]) | (x[4] | x[5] | x[6] | x[7]);
+    return ((s[0] | s[1] | s[2] | s[3]) | (s[4] | s[5] | s[6] | s[7])) < 0;
 }
 
 /*
@@ -93,12 +104,16 @@ SPECDEC_INLINE int64_t specdec_hor(specdec_vi x)
  * and 0 (NaN is ignored here: the sum above catches it).
  */
 #define SPECDEC_PRIMITIVES(T, SUFFIX)                                                    \
-SPECDEC_INLINE double specdec_sum_##SUFFIX(const T *p, ptrdiff_t n, int64_t *signs)       \
+SPECDEC_INLINE double specdec_sum_##SUFFIX(const T *p, ptrdiff_t n, specdec_signs *signs) \
 {                                                                                         \
     specdec_vd a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                                    \
-    specdec_vi s = {0};                                                                   \
+    specdec_vi s = *signs;                                                                \
     double tail = 0.0;                                                                    \
-    ptrdiff_t v = 0;                                                                      \
+    ptrdiff_t v = 0, head = specdec_to_line(p, sizeof(T), n);                             \
+    for (; v < head; v++) {                                                               \
+        tail += p[v];                                                                     \
+        s[0] |= specdec_bits(p[v]);                                                       \
+    }                                                                                     \
     for (; v + 4 * SPECDEC_LANES <= n; v += 4 * SPECDEC_LANES) {                          \
         specdec_vd x0 = specdec_load_##SUFFIX(p + v);                                     \
         specdec_vd x1 = specdec_load_##SUFFIX(p + v + SPECDEC_LANES);                     \
@@ -107,21 +122,32 @@ SPECDEC_INLINE double specdec_sum_##SUFFIX(const T *p, ptrdiff_t n, int64_t *sig
         a0 += x0; a1 += x1; a2 += x2; a3 += x3;                                           \
         s |= ((specdec_vi)x0 | (specdec_vi)x1) | ((specdec_vi)x2 | (specdec_vi)x3);       \
     }                                                                                     \
+    for (; v + SPECDEC_LANES <= n; v += SPECDEC_LANES) {                                  \
+        specdec_vd x0 = specdec_load_##SUFFIX(p + v);                                     \
+        a1 += x0;                                                                         \
+        s |= (specdec_vi)x0;                                                              \
+    }                                                                                     \
     for (; v < n; v++) {                                                                  \
         tail += p[v];                                                                     \
-        *signs |= specdec_bits(p[v]);                                                     \
+        s[0] |= specdec_bits(p[v]);                                                       \
     }                                                                                     \
-    *signs |= specdec_hor(s);                                                             \
+    *signs = s;                                                                           \
     return specdec_hsum((a0 + a1) + (a2 + a3)) + tail;                                    \
 }                                                                                         \
                                                                                           \
 SPECDEC_INLINE double specdec_residual_##SUFFIX(const T *p, const T *q, ptrdiff_t n,       \
-                                               double *qsum, int64_t *signs)              \
+                                               double *qsum, specdec_signs *signs)        \
 {                                                                                         \
     specdec_vd a0 = {0}, a1 = {0}, s0 = {0};                                              \
-    specdec_vi s = {0};                                                                   \
+    specdec_vi s = *signs;                                                                \
     double tail = 0.0;                                                                    \
-    ptrdiff_t v = 0;                                                                      \
+    ptrdiff_t v = 0, head = specdec_to_line(p, sizeof(T), n);                             \
+    for (; v < head; v++) {                                                               \
+        double x = p[v], y = q[v], d = x - y;                                             \
+        tail += d < 0.0 ? 0.0 : d;                                                        \
+        *qsum += y;                                                                       \
+        s[0] |= specdec_bits(x) | specdec_bits(y);                                        \
+    }                                                                                     \
     for (; v + 2 * SPECDEC_LANES <= n; v += 2 * SPECDEC_LANES) {                          \
         specdec_vd x0 = specdec_load_##SUFFIX(p + v);                                     \
         specdec_vd y0 = specdec_load_##SUFFIX(q + v);                                     \
@@ -133,14 +159,22 @@ SPECDEC_INLINE double specdec_residual_##SUFFIX(const T *p, const T *q, ptrdiff_
         s0 += y0 + y1;                                                                    \
         s |= ((specdec_vi)x0 | (specdec_vi)y0) | ((specdec_vi)x1 | (specdec_vi)y1);       \
     }                                                                                     \
+    for (; v + SPECDEC_LANES <= n; v += SPECDEC_LANES) {                                  \
+        specdec_vd x0 = specdec_load_##SUFFIX(p + v);                                     \
+        specdec_vd y0 = specdec_load_##SUFFIX(q + v);                                     \
+        specdec_vd d0 = x0 - y0;                                                          \
+        a1 += (specdec_vd)(~(d0 < 0.0) & (specdec_vi)d0);                                 \
+        s0 += y0;                                                                         \
+        s |= (specdec_vi)x0 | (specdec_vi)y0;                                             \
+    }                                                                                     \
     for (; v < n; v++) {                                                                  \
         double x = p[v], y = q[v], d = x - y;                                             \
         tail += d < 0.0 ? 0.0 : d;                                                        \
         *qsum += y;                                                                       \
-        *signs |= specdec_bits(x) | specdec_bits(y);                                      \
+        s[0] |= specdec_bits(x) | specdec_bits(y);                                        \
     }                                                                                     \
     *qsum += specdec_hsum(s0);                                                            \
-    *signs |= specdec_hor(s);                                                             \
+    *signs = s;                                                                           \
     return specdec_hsum(a0 + a1) + tail;                                                  \
 }                                                                                         \
                                                                                           \
@@ -168,9 +202,15 @@ SPECDEC_INLINE double specdec_max_##SUFFIX(const T *p, ptrdiff_t n)             
 
 #else  /* scalar primitives, two accumulators */
 #define SPECDEC_INLINE static inline
+typedef int64_t specdec_signs;
+
+SPECDEC_INLINE int specdec_any_negative(specdec_signs s)
+{
+    return s < 0;
+}
 
 #define SPECDEC_PRIMITIVES(T, SUFFIX)                                                    \
-SPECDEC_INLINE double specdec_sum_##SUFFIX(const T *p, ptrdiff_t n, int64_t *signs)       \
+SPECDEC_INLINE double specdec_sum_##SUFFIX(const T *p, ptrdiff_t n, specdec_signs *signs) \
 {                                                                                         \
     double a0 = 0.0, a1 = 0.0;                                                            \
     ptrdiff_t v = 0;                                                                      \
@@ -187,7 +227,7 @@ SPECDEC_INLINE double specdec_sum_##SUFFIX(const T *p, ptrdiff_t n, int64_t *sig
 }                                                                                         \
                                                                                           \
 SPECDEC_INLINE double specdec_residual_##SUFFIX(const T *p, const T *q, ptrdiff_t n,       \
-                                               double *qsum, int64_t *signs)              \
+                                               double *qsum, specdec_signs *signs)        \
 {                                                                                         \
     double a = 0.0;                                                                       \
     ptrdiff_t v;                                                                          \
@@ -232,27 +272,27 @@ static int residual_block_sums_##SUFFIX(const T *p, const T *q, ptrdiff_t n,    
                                         ptrdiff_t block, double *sums)                    \
 {                                                                                         \
     double qsum = 0.0;                                                                    \
-    int64_t signs = 0;                                                                    \
+    specdec_signs signs = {0};                                                            \
     ptrdiff_t start, b = 0;                                                               \
     for (start = 0; start < n; start += block, b++) {                                     \
         ptrdiff_t len = start + block < n ? block : n - start;                            \
         sums[b] = specdec_residual_##SUFFIX(p + start, q + start, len, &qsum, &signs);    \
     }                                                                                     \
-    return signs >= 0 && qsum - qsum == 0.0;                                              \
+    return !specdec_any_negative(signs) && qsum - qsum == 0.0;                            \
 }                                                                                         \
                                                                                           \
 SPECDEC_CLONES                                                                            \
 static int row_block_sums_##SUFFIX(const T *p, ptrdiff_t n, ptrdiff_t block, double *sums) \
 {                                                                                         \
     double total = 0.0;                                                                   \
-    int64_t signs = 0;                                                                    \
+    specdec_signs signs = {0};                                                            \
     ptrdiff_t start, b = 0;                                                               \
     for (start = 0; start < n; start += block, b++) {                                     \
         ptrdiff_t len = start + block < n ? block : n - start;                            \
         sums[b] = specdec_sum_##SUFFIX(p + start, len, &signs);                           \
         total += sums[b];                                                                 \
     }                                                                                     \
-    return signs >= 0 && total - total == 0.0;                                            \
+    return !specdec_any_negative(signs) && total - total == 0.0;                          \
 }                                                                                         \
                                                                                           \
 SPECDEC_CLONES                                                                            \
@@ -260,7 +300,7 @@ static ptrdiff_t row_crossing_block_##SUFFIX(const T *p, ptrdiff_t n, ptrdiff_t 
                                              double u, double *before, int *valid)        \
 {                                                                                         \
     double total = 0.0, sum = 0.0;                                                        \
-    int64_t signs = 0;                                                                    \
+    specdec_signs signs = {0};                                                            \
     ptrdiff_t start, b = 0;                                                               \
     for (start = 0; ; start += block, b++) {                                              \
         ptrdiff_t len = start + block < n ? block : n - start;                            \
@@ -271,16 +311,16 @@ static ptrdiff_t row_crossing_block_##SUFFIX(const T *p, ptrdiff_t n, ptrdiff_t 
         total += sum;                                                                     \
     }                                                                                     \
     *before = total;                                                                      \
-    *valid = signs >= 0 && total - total == 0.0 && sum - sum == 0.0;                      \
+    *valid = !specdec_any_negative(signs) && total - total == 0.0 && sum - sum == 0.0;    \
     return b;                                                                             \
 }                                                                                         \
                                                                                           \
 SPECDEC_CLONES                                                                            \
 static double row_max_##SUFFIX(const T *p, ptrdiff_t n, int *valid)                      \
 {                                                                                         \
-    int64_t signs = 0;                                                                    \
+    specdec_signs signs = {0};                                                            \
     double total = specdec_sum_##SUFFIX(p, n, &signs);                                    \
-    *valid = signs >= 0 && total - total == 0.0;                                          \
+    *valid = !specdec_any_negative(signs) && total - total == 0.0;                        \
     return specdec_max_##SUFFIX(p, n);                                                    \
 }
 
