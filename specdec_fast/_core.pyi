@@ -1,4 +1,4 @@
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 from specdec_fast._rng import Rng
 
@@ -13,4 +13,5 @@ def speculative_decode_sim(
     rng: Rng | int | None = None,
     uniforms: Sequence[float] | Any | None = None,
     check_all: bool = False,
+    semantics: Literal["reference", "exact"] = "reference",
 ) -> dict[str, Any]: ...

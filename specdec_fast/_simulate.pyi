@@ -1,5 +1,5 @@
 # The compiled Monte Carlo kernel behind specdec_fast.simulate (see _simulate.pyx).
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 import numpy.typing as npt

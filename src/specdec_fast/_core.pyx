@@ -21,7 +21,7 @@ from cpython.ref cimport Py_INCREF
 from libc.stdlib cimport calloc, free, realloc
 
 from specdec_fast._kernel cimport (BAD_DRAFT, BAD_DRAFT_VALUE, BAD_TARGET, BAD_TARGET_VALUE, EXACT,
-                                   OK, OUT_OF_UNIFORMS, REFERENCE, UniformStream, VerifyOutcome,
+                                   OUT_OF_UNIFORMS, REFERENCE, UniformStream, VerifyOutcome,
                                    bonus_follows, cumulative_sample, is_probability, next_uniform,
                                    residual_sample, verify_row)
 from specdec_fast._rng cimport Rng
