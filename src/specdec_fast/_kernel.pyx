@@ -1,14 +1,17 @@
-"""The nogil kernel: sampling from one row, exactly as the reference does.
+"""The nogil kernel: one sequence's verify step, exactly as the reference does it.
 
 Everything here works on contiguous rows of float or double and knows nothing
-of Python objects.  Two samplers:
+of Python objects.  Two samplers and the step built on them:
 
-``residual_sample(p, q, n, u)``
-    R4 of the reference semantics: the residual ``a_v = max(0, p_v - q_v)``,
-    ``z = sum(a)``, then the first ``v`` with ``u <= a_0/z + ... + a_v/z``
-    (uniform ``1/n`` buckets when ``z == 0``; token 0 when no ``v`` qualifies).
+``residual_sample(p, q, onehot, n, u)``
+    R4 of the reference semantics: the residual ``a_v = max(0, p_v - q_v)``
+    (``q`` NULL: a draft one-hot at ``onehot``), ``z = sum(a)``, then the first
+    ``v`` with ``u <= a_0/z + ... + a_v/z`` (uniform ``1/n`` buckets when
+    ``z == 0``; token 0 when no ``v`` qualifies).
 ``cumulative_sample(p, n, u)``
     R6: the first ``v`` with ``u <= p_0 + ... + p_v``; token 0 when none does.
+``verify_row(...)``
+    R1-R8 (or the papers' algorithm) over ``k`` drafts, greedy decoding included.
 
 The reference sums left to right, a chain of dependent additions.  The fast
 path sums in blocks with independent accumulators, locates the crossing from
@@ -17,11 +20,11 @@ terms is within ``gamma(n) = n*eps/(1 - n*eps)`` of the exact sum (Higham,
 ch. 4), so the reference's running sum at ``v`` lies in a bracket around ours.
 When ``u`` falls outside the brackets on both sides of the crossing, the
 crossing is the reference's; otherwise (a draw within rounding of a bucket
-boundary, about ``n * 1e-15`` of draws) the row is redone serially, the
+boundary, about ``2e-15 * n`` of draws) the row is redone serially, the
 reference's way.  Invalid values (negative, NaN, infinite) send the fast path
 to the serial one, which reports the first such value the reference reads.
 
-Return value: the token (>= 0), or ``BAD_TARGET`` / ``BAD_DRAFT`` with the
+Samplers return the token (>= 0), or ``BAD_TARGET`` / ``BAD_DRAFT`` with the
 offending index in ``bad[0]``.
 """
 from libc.float cimport DBL_MAX
