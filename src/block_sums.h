@@ -98,10 +98,11 @@ SPECDEC_INLINE int specdec_any_negative(specdec_signs s)
 }
 
 /*
- * Three primitives per element type: the sum of p[0..n) (OR-ing the bit
+ * Four primitives per element type: the sum of p[0..n) (OR-ing the bit
  * patterns into *signs); the sum of max(0, p - q) over [0..n) (adding q into
- * *qsum and OR-ing the bits of p and q into *signs); the largest of p[0..n)
- * and 0 (NaN is ignored here: the sum above catches it).
+ * *qsum and OR-ing the bits of p and q into *signs); the sum of the
+ * SPECDEC_LANES values at p (as the first); the largest of p[0..n) and 0 (NaN
+ * is ignored here: the sum above catches it).
  */
 #define SPECDEC_PRIMITIVES(T, SUFFIX)                                                    \
 SPECDEC_INLINE double specdec_sum_##SUFFIX(const T *p, ptrdiff_t n, specdec_signs *signs) \
@@ -178,6 +179,13 @@ SPECDEC_INLINE double specdec_residual_##SUFFIX(const T *p, const T *q, ptrdiff_
     return specdec_hsum(a0 + a1) + tail;                                                  \
 }                                                                                         \
                                                                                           \
+SPECDEC_INLINE double specdec_sum_lanes_##SUFFIX(const T *p, specdec_signs *signs)        \
+{                                                                                         \
+    specdec_vd x = specdec_load_##SUFFIX(p);                                              \
+    *signs |= (specdec_vi)x;                                                              \
+    return specdec_hsum(x);                                                               \
+}                                                                                         \
+                                                                                          \
 SPECDEC_INLINE double specdec_max_##SUFFIX(const T *p, ptrdiff_t n)                        \
 {                                                                                         \
     specdec_vd m0 = {0}, m1 = {0};                                                        \
@@ -202,6 +210,7 @@ SPECDEC_INLINE double specdec_max_##SUFFIX(const T *p, ptrdiff_t n)             
 
 #else  /* scalar primitives, two accumulators */
 #define SPECDEC_INLINE static inline
+#define SPECDEC_LANES 8
 typedef int64_t specdec_signs;
 
 SPECDEC_INLINE int specdec_any_negative(specdec_signs s)
@@ -240,6 +249,11 @@ SPECDEC_INLINE double specdec_residual_##SUFFIX(const T *p, const T *q, ptrdiff_
     return a;                                                                             \
 }                                                                                         \
                                                                                           \
+SPECDEC_INLINE double specdec_sum_lanes_##SUFFIX(const T *p, specdec_signs *signs)        \
+{                                                                                         \
+    return specdec_sum_##SUFFIX(p, SPECDEC_LANES, signs);                                 \
+}                                                                                         \
+                                                                                          \
 SPECDEC_INLINE double specdec_max_##SUFFIX(const T *p, ptrdiff_t n)                        \
 {                                                                                         \
     double best = 0.0;                                                                    \
@@ -258,10 +272,15 @@ SPECDEC_INLINE double specdec_max_##SUFFIX(const T *p, ptrdiff_t n)             
  *     shorter).  Returns 1 when every p and q is finite and non-negative.
  * row_block_sums(p, n, block, sums): sums[b] = the sum of block b of p.
  *     Returns 1 when every value is finite and non-negative.
- * row_crossing_block(p, n, block, u, before, valid): the first block b at
- *     which the running sum of block sums reaches u (the last block when none
- *     does); *before = the sum of the blocks before b.  Blocks after b are not
- *     read.  *valid as above, for the blocks read.
+ * row_crossing_block(p, n, block, u, before, valid): the start of the first
+ *     block at which the running sum of block sums reaches u (the last block
+ *     when none does); *before = the sum of the blocks before it.  Blocks after
+ *     it are not read.  The first block also takes the elements before p's
+ *     first 64-byte boundary, so that the others start on one.  *valid as
+ *     above, for the blocks read.
+ * row_crossing_chunk(p, n, u, before, valid): the same with blocks of one
+ *     vector (SPECDEC_LANES elements), the last of which may be shorter: a
+ *     fine search of the few elements that row_crossing_block narrows to.
  * row_max(p, n, valid): the largest value (exact: max does not round).
  */
 #define SPECDEC_BLOCK_FUNCTIONS(T, SUFFIX)                                               \
@@ -296,14 +315,14 @@ static int row_block_sums_##SUFFIX(const T *p, ptrdiff_t n, ptrdiff_t block, dou
 }                                                                                         \
                                                                                           \
 SPECDEC_CLONES                                                                            \
-static ptrdiff_t row_crossing_block_##SUFFIX(const T *p, ptrdiff_t n, ptrdiff_t block,   \
+static ptrdiff_t row_crossing_block_##SUFFIX(const T *p, ptrdiff_t n, ptrdiff_t block,    \
                                              double u, double *before, int *valid)        \
 {                                                                                         \
     double total = 0.0, sum = 0.0;                                                        \
     specdec_signs signs = {0};                                                            \
-    ptrdiff_t start, b = 0;                                                               \
-    for (start = 0; ; start += block, b++) {                                              \
-        ptrdiff_t len = start + block < n ? block : n - start;                            \
+    ptrdiff_t start = 0, len = specdec_to_line(p, sizeof(T), n) + block;                  \
+    for (;; start += len, len = block) {                                                  \
+        len = start + len < n ? len : n - start;                                          \
         sum = specdec_sum_##SUFFIX(p + start, len, &signs);                               \
         /* NaN never crosses: it runs to the end and fails the check below. */            \
         if (start + len >= n || total + sum >= u)                                         \
@@ -312,7 +331,25 @@ static ptrdiff_t row_crossing_block_##SUFFIX(const T *p, ptrdiff_t n, ptrdiff_t 
     }                                                                                     \
     *before = total;                                                                      \
     *valid = !specdec_any_negative(signs) && total - total == 0.0 && sum - sum == 0.0;    \
-    return b;                                                                             \
+    return start;                                                                         \
+}                                                                                         \
+                                                                                          \
+SPECDEC_CLONES                                                                            \
+static ptrdiff_t row_crossing_chunk_##SUFFIX(const T *p, ptrdiff_t n, double u,           \
+                                             double *before, int *valid)                  \
+{                                                                                         \
+    double total = 0.0, sum = 0.0;                                                        \
+    specdec_signs signs = {0};                                                            \
+    ptrdiff_t start = 0;                                                                  \
+    for (; start + SPECDEC_LANES < n; start += SPECDEC_LANES) {                           \
+        sum = specdec_sum_lanes_##SUFFIX(p + start, &signs);                              \
+        if (total + sum >= u)                                                             \
+            break;                                                                        \
+        total += sum;                                                                     \
+    }                                                                                     \
+    *before = total;                                                                      \
+    *valid = !specdec_any_negative(signs) && total - total == 0.0 && sum - sum == 0.0;    \
+    return start;                                                                         \
 }                                                                                         \
                                                                                           \
 SPECDEC_CLONES                                                                            \

@@ -987,7 +987,7 @@ def test_first_bad_value_read_is_reported():
 
 def test_long_bonus_row_is_read_only_up_to_the_crossing():
     """V = 4096: a NaN after the crossing of the bonus row is not read (also in the crossing's
-    block of 1024); one before the crossing is."""
+    scan block); one before the crossing is."""
     V = 4096
     target = np.full((2, 1, V), 1.0 / V)                 # dyadic: exact running sums
     target[:, 0, 2000] = np.nan

@@ -50,6 +50,10 @@ cdef extern from "block_sums.h" nogil:
                                       double u, double* before, int* valid)
     Py_ssize_t row_crossing_block_f32(const float* p, Py_ssize_t n, Py_ssize_t block,
                                       double u, double* before, int* valid)
+    Py_ssize_t row_crossing_chunk_f64(const double* p, Py_ssize_t n, double u,
+                                      double* before, int* valid)
+    Py_ssize_t row_crossing_chunk_f32(const float* p, Py_ssize_t n, double u,
+                                      double* before, int* valid)
     int row_block_sums_f64(const double* p, Py_ssize_t n, Py_ssize_t block, double* sums)
     int row_block_sums_f32(const float* p, Py_ssize_t n, Py_ssize_t block, double* sums)
     double row_max_f64(const double* p, Py_ssize_t n, int* valid)
@@ -59,6 +63,7 @@ cdef enum:
     BLOCK = 1024         # elements per block sum, at the least
     SUB_BLOCK = 32       # elements per sub-block sum inside the crossing block
     MAX_BLOCKS = 1024    # block sums kept on the stack; longer rows use longer blocks
+    SCAN_BLOCK = 256     # elements per block of the bonus scan (blocks are not kept)
 
 cdef double EPS = 1.1102230246251565e-16      # 2**-53, the unit roundoff
 cdef double TINY = 4.9406564584124654e-324    # 2**-1074, the smallest subnormal
@@ -250,19 +255,29 @@ cdef inline Py_ssize_t row_crossing(const real* p, Py_ssize_t n, Py_ssize_t leng
         return row_crossing_block_f64(p, n, length, u, below, valid)
 
 
+cdef inline Py_ssize_t chunk_crossing(const real* p, Py_ssize_t n, double u, double* below,
+                                      int* valid) noexcept nogil:
+    if real is float:
+        return row_crossing_chunk_f32(p, n, u, below, valid)
+    else:
+        return row_crossing_chunk_f64(p, n, u, below, valid)
+
+
 cdef Py_ssize_t cumulative_sample(const real* p, Py_ssize_t n, double u,
                                   Py_ssize_t* bad) noexcept nogil:
-    cdef Py_ssize_t length = block_length(n, BLOCK), sub, start, count, v
+    cdef Py_ssize_t start = 0, v
     cdef double below = 0.0, inner = 0.0, at, x, tol
-    cdef int valid
-    # The block where the running sum reaches u, then the sub-block within it;
-    # the reference reads up to the crossing, so later blocks are not read.
-    start = row_crossing(p, n, length, u, &below, &valid) * length
+    cdef int valid = 1
+    # The block where the running sum reaches u, then the vector-sized chunk
+    # within it, then the element; the reference reads up to the crossing, so
+    # what lies beyond it is not read (but for the rest of its chunk).
+    if n > SCAN_BLOCK:
+        start = row_crossing(p, n, SCAN_BLOCK, u, &below, &valid)
+        if not valid:
+            return cumulative_sample_serial(p, n, u, bad)
+    v = start + chunk_crossing(p + start, n - start, u - below, &inner, &valid)
     if not valid:
         return cumulative_sample_serial(p, n, u, bad)
-    count = min(length, n - start)
-    sub = block_length(count, SUB_BLOCK)
-    v = start + row_crossing(p + start, count, sub, u - below, &inner, &valid) * sub
     below += inner
     at = below
     while v < n:
