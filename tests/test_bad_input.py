@@ -445,3 +445,50 @@ def test_bonus_scan_of_a_list_row_converts_only_what_the_reference_reads():
     row[1000] = "not a number"
     with pytest.raises(TypeError, match=r"target_probs\[0\]\[1000\]"):
         specdec_fast.speculative_decode_sim([], [row], [], V, uniforms=[0.25])
+
+
+class Meddler:
+    """A probability whose conversion to float runs user code first."""
+
+    def __init__(self, value, action):
+        self.value = value
+        self.action = action
+
+    def __float__(self):
+        self.action()
+        return self.value
+
+
+@pytest.mark.parametrize("V", [5, 300])
+@pytest.mark.parametrize("where", ["accept", "bonus-early", "bonus-late"])
+@pytest.mark.parametrize("action", ["clear-target", "clear-row", "replace-row", "shrink-row",
+                                    "clear-draft", "clear-tokens"])
+def test_inputs_mutated_during_the_call(V, where, action):
+    """User code run by the call (a __float__) that empties or replaces rows of the
+    inputs must not crash it nor make it read freed or missing items: the
+    call either completes on the rows as they were when it started or raises a
+    ValueError saying a row changed size."""
+    K = 2
+    draft = [[1.0 / V] * V for _ in range(K)]
+    target = [[1.0 / V] * V for _ in range(K + 1)]
+    tokens = [0, 1]
+    actions = {
+        "clear-target": lambda: target.clear(),
+        "clear-row": lambda: target[K].clear(),
+        "replace-row": lambda: target.__setitem__(K, [0.5]),
+        "shrink-row": lambda: target[K].__delitem__(slice(2, None)),
+        "clear-draft": lambda: [row.clear() for row in draft],
+        "clear-tokens": lambda: tokens.clear(),
+    }
+    if where == "accept":
+        i, v = 0, tokens[0]
+    else:
+        i, v = K, (0 if where == "bonus-early" else V - 2)
+    target[i][v] = Meddler(1.0 / V, actions[action])
+    try:
+        got = fast_sim(draft, target, tokens, V, uniforms=[0.0, 0.0, 1.0 - 1.5 / V])
+    except ValueError as exc:
+        assert "changed size" in str(exc)
+    else:
+        assert got["num_accepted"] == K + 1
+        assert all(0 <= t < V for t in got["tokens"])

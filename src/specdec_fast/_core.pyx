@@ -18,7 +18,9 @@ from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact, PyLon
 from cpython.object cimport PyObject
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.ref cimport Py_INCREF
-from libc.stdlib cimport calloc, free, realloc
+from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
+from libc.stdlib cimport calloc, free, malloc, realloc
+from libc.string cimport memcpy
 
 from specdec_fast._kernel cimport (BAD_DRAFT, BAD_DRAFT_VALUE, BAD_TARGET, BAD_TARGET_VALUE, EXACT,
                                    OUT_OF_UNIFORMS, REFERENCE, UniformStream, VerifyOutcome,
@@ -31,9 +33,14 @@ cnp.import_array()
 cdef extern from "Python.h":
     # Borrowed-pointer forms of the item macros, so hot loops do no refcounting.
     PyObject** PySequence_Fast_ITEMS(object seq)
+    Py_ssize_t PySequence_Fast_GET_SIZE(object seq)
     bint PyFloat_CheckExact_ptr "PyFloat_CheckExact"(PyObject* op)
     double PyFloat_AS_DOUBLE_ptr "PyFloat_AS_DOUBLE"(PyObject* op)
     bint PyLong_CheckExact_ptr "PyLong_CheckExact"(PyObject* op)
+    bint PyList_CheckExact_ptr "PyList_CheckExact"(PyObject* op)
+    Py_ssize_t PyList_GET_SIZE_ptr "PyList_GET_SIZE"(PyObject* op)
+    PyObject* PyList_GET_ITEM_ptr "PyList_GET_ITEM"(PyObject* op, Py_ssize_t i)
+    PyObject* PyTuple_GET_ITEM_ptr "PyTuple_GET_ITEM"(PyObject* op, Py_ssize_t i)
 
 cdef Rng default_rng = Rng()
 
@@ -55,8 +62,8 @@ cdef struct Matrix:
     char* data              # a 2-D array: row i at data + i * row_stride; else NULL
     Py_ssize_t row_stride
     bint single             # elements are float32 (else float64)
-    PyObject* rows          # when data is NULL: a private list of the rows (borrowed)
-    Py_ssize_t nrows
+    PyObject* rows          # when data is NULL: a tuple of the rows the call may read
+    Py_ssize_t nrows        # rows in the argument (some may be beyond ``rows``)
 
 
 cdef inline bint in_place_dtype(cnp.ndarray arr):
@@ -107,14 +114,18 @@ cdef object open_matrix(object obj, str name, Py_ssize_t need, Py_ssize_t readab
         if hasattr(obj, "__array__") or is_buffer(obj):
             obj = as_real_array(obj, name)
     if not cnp.PyArray_Check(obj):
-        obj = list(obj)          # a private copy: user code cannot resize it under us
-        m.rows = <PyObject*>obj
-        m.nrows = PyList_GET_SIZE(obj)
+        if type(obj) is not list and type(obj) is not tuple:
+            obj = list(obj)
+        m.nrows = PySequence_Fast_GET_SIZE(obj)
         if m.nrows < need:
             raise ValueError(f"{name} has {m.nrows} rows, fewer than the {need} it needs")
+        # A private tuple of the rows the call reads: user code run by the call
+        # (a __float__, say) cannot remove or replace them under us.
+        rows = obj if type(obj) is tuple else row_tuple(obj, min(m.nrows, readable))
+        m.rows = <PyObject*>rows
         for i in range(min(m.nrows, readable)):
-            check_row(<object>PyList_GET_ITEM(obj, i), name, i, vocab_size)
-        return obj
+            check_row(<object>PyTuple_GET_ITEM_ptr(<PyObject*>rows, i), name, i, vocab_size)
+        return rows
     arr = as_real_array(obj, name)
     if cnp.PyArray_NDIM(arr) != 2:
         raise ValueError(f"{name} must be 2-D (rows by vocabulary), got {cnp.PyArray_NDIM(arr)}-D")
@@ -128,6 +139,17 @@ cdef object open_matrix(object obj, str name, Py_ssize_t need, Py_ssize_t readab
     m.row_stride = cnp.PyArray_STRIDE(arr, 0)
     m.single = cnp.PyArray_TYPE(arr) == cnp.NPY_FLOAT
     return arr
+
+
+cdef tuple row_tuple(list rows, Py_ssize_t count):
+    """The first ``count`` items of ``rows`` as a new tuple."""
+    cdef tuple snapshot = PyTuple_New(count)
+    cdef PyObject** items = PySequence_Fast_ITEMS(rows)
+    cdef Py_ssize_t i
+    for i in range(count):
+        Py_INCREF(<object>items[i])
+        PyTuple_SET_ITEM(snapshot, i, <object>items[i])
+    return snapshot
 
 
 cdef int check_row(object row, str name, Py_ssize_t i, Py_ssize_t vocab_size) except -1:
@@ -166,8 +188,8 @@ cdef double as_real(object item, str name, Py_ssize_t i, Py_ssize_t v) except? -
 
 
 cdef object row_object(Matrix* m, Py_ssize_t i, Py_ssize_t v, str name):
-    """Row ``i`` of a list matrix, checked to still hold entry ``v``."""
-    cdef object row = <object>PyList_GET_ITEM(<object>m.rows, i)
+    """Row ``i`` of a matrix of rows, checked to still hold entry ``v``."""
+    cdef object row = <object>PyTuple_GET_ITEM_ptr(m.rows, i)
     if type(row) is list and PyList_GET_SIZE(row) <= v:
         raise ValueError(f"{name}[{i}] changed size while being read")
     return row
@@ -176,12 +198,23 @@ cdef object row_object(Matrix* m, Py_ssize_t i, Py_ssize_t v, str name):
 cdef double read_entry(Matrix* m, Py_ssize_t i, Py_ssize_t v, str name) except? -1.0:
     """Entry ``[i][v]`` of the matrix (bounds already checked)."""
     cdef char* data
-    cdef object row
+    cdef PyObject* row_ptr
     cdef PyObject* item
     if m.data != NULL:
         data = m.data + i * m.row_stride
         return (<float*>data)[v] if m.single else (<double*>data)[v]
-    row = row_object(m, i, v, name)
+    row_ptr = PyTuple_GET_ITEM_ptr(m.rows, i)
+    if PyList_CheckExact_ptr(row_ptr) and v < PyList_GET_SIZE_ptr(row_ptr):
+        item = PyList_GET_ITEM_ptr(row_ptr, v)
+        if PyFloat_CheckExact_ptr(item):
+            return PyFloat_AS_DOUBLE_ptr(item)
+    return read_entry_object(m, i, v, name)
+
+
+cdef double read_entry_object(Matrix* m, Py_ssize_t i, Py_ssize_t v, str name) except? -1.0:
+    """``read_entry`` of a row or item that is not a list or float."""
+    cdef object row = row_object(m, i, v, name)
+    cdef PyObject* item
     if type(row) is list or type(row) is tuple:
         item = PySequence_Fast_ITEMS(row)[v]
         if PyFloat_CheckExact_ptr(item):
@@ -212,7 +245,7 @@ cdef object open_row(Matrix* m, Py_ssize_t i, Py_ssize_t n, str name, Row* r):
         r.data = m.data + i * m.row_stride
         r.single = m.single
         return None
-    row = <object>PyList_GET_ITEM(<object>m.rows, i)
+    row = <object>PyTuple_GET_ITEM_ptr(m.rows, i)
     if cnp.PyArray_Check(row) and in_place_dtype(row):
         r.data = cnp.PyArray_DATA(row)
         r.single = cnp.PyArray_TYPE(row) == cnp.NPY_FLOAT
@@ -233,8 +266,10 @@ cdef object open_row(Matrix* m, Py_ssize_t i, Py_ssize_t n, str name, Row* r):
 cdef int read_items(Matrix* m, Py_ssize_t i, object row, Py_ssize_t n, double* out,
                     str name) except -1:
     """The first ``n`` items of a list or tuple row, read through its item array."""
-    cdef PyObject** items = PySequence_Fast_ITEMS(row)
+    cdef PyObject** items
     cdef Py_ssize_t v
+    row_object(m, i, n - 1, name)      # user code may have run since the row was checked
+    items = PySequence_Fast_ITEMS(row)
     for v in range(n):
         if PyFloat_CheckExact_ptr(items[v]):
             out[v] = PyFloat_AS_DOUBLE_ptr(items[v])
@@ -402,11 +437,22 @@ cdef int read_tokens(object tokens, Py_ssize_t K, Py_ssize_t vocab_size, Py_ssiz
                 raise ValueError(f"draft_tokens[{i}] = {tokens[i]} is outside "
                                  f"[0, vocab_size={vocab_size})")
         return 0
-    for i in range(K):
-        out[i] = as_token(<object>PyList_GET_ITEM(tokens, i), i)
-        if not 0 <= out[i] < vocab_size:
-            raise ValueError(f"draft_tokens[{i}] = {tokens[i]!r} is outside "
-                             f"[0, vocab_size={vocab_size})")
+    i = 0
+    try:
+        while i < K:
+            item = <object>PyList_GET_ITEM(tokens, i)
+            if PyLong_CheckExact(item):
+                out[i] = item           # Cython reads small ints' digits inline
+            else:
+                out[i] = as_token(item, i)
+            if not 0 <= out[i] < vocab_size:
+                break
+            i += 1
+    except OverflowError:
+        pass
+    if i < K:
+        raise ValueError(f"draft_tokens[{i}] = {tokens[i]!r} is outside "
+                         f"[0, vocab_size={vocab_size})")
     return 0
 
 
@@ -455,7 +501,7 @@ cdef Py_ssize_t sample_cumulative(Matrix* target, Py_ssize_t i, Py_ssize_t n, do
     cdef Py_ssize_t token, bad = 0, v
     cdef double cum = 0.0, x
     cdef Row p
-    row = None if target.data != NULL else <object>PyList_GET_ITEM(<object>target.rows, i)
+    row = None if target.data != NULL else <object>PyTuple_GET_ITEM_ptr(target.rows, i)
     if row is None or (cnp.PyArray_Check(row) and in_place_dtype(row)):
         keep = open_row(target, i, n, "target_probs", &p)
         if p.single:
@@ -477,7 +523,8 @@ cdef Py_ssize_t sample_cumulative(Matrix* target, Py_ssize_t i, Py_ssize_t n, do
 
 
 cdef enum:
-    FIRST_CHUNK = 64        # list items read ahead by the bonus scan, doubling ...
+    SERIAL_ITEMS = 64       # list items the bonus scan sums one by one, as the reference does
+    FIRST_CHUNK = 64        # then items read ahead, doubling ...
     LAST_CHUNK = 4096       # ... up to this many at a time
 
 
@@ -510,19 +557,44 @@ cdef bint serial_reaches(const double* x, Py_ssize_t n, double u) noexcept:
 
 cdef Py_ssize_t sample_cumulative_items(Matrix* target, Py_ssize_t i, object row, Py_ssize_t n,
                                         double u) except -1:
-    """R6 on a list row: read floats ahead in chunks until the sum surely passes u,
-    then let the kernel find and certify the crossing in what was read.
+    """R6 on a list row: the first items summed one by one, as the reference does;
+    past them, floats read ahead in chunks until the sum surely passes u, and
+    the kernel finds and certifies the crossing in what was read.
 
     Reading ahead never raises for a value the reference does not read: floats
     are only copied (the kernel validates up to the crossing), and an item that
     is not a float is converted only once the reference is sure to reach it.
     """
+    cdef double first[SERIAL_ITEMS]
     cdef double* values = NULL
     cdef double* grown
     cdef PyObject** items
     cdef Py_ssize_t filled = 0, size = 0, chunk = FIRST_CHUNK, start, stop, token, bad = 0
     cdef double total = 0.0
+    row_object(target, i, n - 1, "target_probs")   # user code may have run since the check
+    items = PySequence_Fast_ITEMS(row)
+    # Over a few items the reference's own running sum is as quick as reading
+    # ahead, and exact by construction.
+    while filled < min(n, SERIAL_ITEMS):
+        if PyFloat_CheckExact_ptr(items[filled]):
+            first[filled] = PyFloat_AS_DOUBLE_ptr(items[filled])
+        else:
+            first[filled] = as_real(<object>items[filled], "target_probs", i, filled)
+            row_object(target, i, n - 1, "target_probs")     # user code ran
+            items = PySequence_Fast_ITEMS(row)
+        check_probability(first[filled], "target_probs", i, filled)
+        total += first[filled]
+        if u <= total:
+            return filled
+        filled += 1
+    if filled == n:
+        return 0
     try:
+        size = min(n, 4 * SERIAL_ITEMS)
+        values = <double*>malloc(size * sizeof(double))
+        if values == NULL:
+            raise MemoryError()
+        memcpy(values, first, filled * sizeof(double))
         while filled < n:
             stop = min(n, filled + chunk)
             chunk = min(2 * chunk, LAST_CHUNK)
@@ -623,10 +695,6 @@ cdef Py_ssize_t verify_rows(Matrix* target, Matrix* draft, const Py_ssize_t* tok
     return n
 
 
-cdef dict RESULT_TEMPLATE = dict.fromkeys(
-    ["num_draft_tokens", "num_accepted", "acceptance_rate", "tokens", "speedup_over_sequential"])
-
-
 cdef list token_list(const Py_ssize_t* out, Py_ssize_t n):
     """The emitted tokens as a list of ints, filled in place (no appends)."""
     cdef list tokens = PyList_New(n)
@@ -638,19 +706,37 @@ cdef list token_list(const Py_ssize_t* out, Py_ssize_t n):
     return tokens
 
 
-cdef dict RATES = {}     # K -> (round(n / (K + 1), 4) for n in 0 .. K + 1)
+cdef dict result_for(object K, object n):
+    """R9: the reference's result for ``n`` tokens of ``K`` drafts, computed as it
+    does (Python ints and floats), keys in its order; ``"tokens"`` is to fill in."""
+    return {
+        "num_draft_tokens": K,
+        "num_accepted": n,
+        "acceptance_rate": round(n / (K + 1), 4) if K > 0 else 0,
+        "tokens": None,
+        "speedup_over_sequential": round(n / 2, 2),
+    }
 
 
-cdef object acceptance_rate(Py_ssize_t n, Py_ssize_t K):
-    """``round(n / (K + 1), 4)`` as the reference computes it (0 when K == 0)."""
-    if K == 0:
-        return 0
-    rates = RATES.get(K)
-    if rates is None:
-        rates = tuple([round(<double>j / <double>(K + 1), 4) for j in range(K + 2)])
-        if len(RATES) < 256:
-            RATES[K] = rates
-    return (<tuple>rates)[n]
+cdef enum:
+    CACHED_RESULTS = 256    # results of K < this are copied from cached templates
+
+# RESULTS[K][n] is result_for(K, n); the values are immutable, so copies share them.
+cdef list RESULTS = [None] * CACHED_RESULTS
+
+
+cdef dict new_result(Py_ssize_t K, Py_ssize_t n, const Py_ssize_t* out):
+    cdef tuple templates
+    cdef dict result
+    if K < CACHED_RESULTS:
+        if RESULTS[K] is None:
+            RESULTS[K] = tuple([result_for(K, j) for j in range(K + 2)])
+        templates = <tuple>PyList_GET_ITEM(RESULTS, K)
+        result = (<dict>PyTuple_GET_ITEM_ptr(<PyObject*>templates, n)).copy()
+    else:
+        result = result_for(K, n)
+    result["tokens"] = token_list(out, n)
+    return result
 
 
 def speculative_decode_sim(draft_probs, target_probs, draft_tokens, vocab_size, *,
@@ -689,13 +775,7 @@ def speculative_decode_sim(draft_probs, target_probs, draft_tokens, vocab_size, 
             n = verify_arrays(&target, &draft, tokens, K, V, mode, &stream, out)
         else:
             n = verify_rows(&target, &draft, tokens, K, V, mode, &stream, out)
-        result = RESULT_TEMPLATE.copy()                      # R9: keys in the reference's order
-        result["num_draft_tokens"] = K
-        result["num_accepted"] = n
-        result["acceptance_rate"] = acceptance_rate(n, K)
-        result["tokens"] = token_list(out, n)
-        result["speedup_over_sequential"] = n / 2.0
-        return result
+        return new_result(K, n, out)
     finally:
         if tokens != small:
             free(tokens)
