@@ -24,6 +24,10 @@ the stated targets is met:
 * NumPy input: >= 400x at V=32000, >= 600x at V=128256, < 1 us per call at V=64;
 * list input:  >= 25x at V=32000, >= 20x at V=64.
 
+With ``test_call_floor`` in the run it also prints the call floor (``call_floor``:
+the drop-in's arguments and result dict, no work) and, per ratio target, the
+bound reference / floor that no implementation behind the signature can beat.
+
 Standard library only.
 """
 import argparse
@@ -128,6 +132,12 @@ def main(argv=None):
               f"{fmt_us(row.get('fast-list'))} | {fmt_us(row.get('fast-numpy'))} | "
               f"{fmt_ratio(ratio(row, 'fast-list'))} | {fmt_ratio(ratio(row, 'fast-numpy'))} |")
 
+    floors = {K: row["call-floor"] for (K, V, regime), row in medians.items() if "call-floor" in row}
+    if floors:
+        print()
+        print("Call floor (`call_floor`: the same arguments, the same result dict, no work): "
+              + ", ".join(f"K={K} {fmt_us(floors[K])} µs" for K in sorted(floors)) + ".")
+
     spreads = data.get("_spreads")
     if spreads:
         middle = spreads[len(spreads) // 2][0]
@@ -167,8 +177,9 @@ def main(argv=None):
     print()
     print(f"Targets (K={TARGET_K}, worse regime):")
     print()
-    print("| target | measured | verdict |")
-    print("|---|---:|---|")
+    floor = floors.get(TARGET_K)
+    print("| target | measured | verdict | bound: ref / call floor |")
+    print("|---|---:|---|---:|")
     all_met = True
     for label, impl, V, kind, threshold in TARGETS:
         w = worst.get(V, {})
@@ -177,14 +188,17 @@ def main(argv=None):
             want = f">= {threshold:g}x"
             measured = cell(entry, fmt_ratio)
             met = entry is not None and entry[0] >= threshold
+            ref = medians.get((TARGET_K, V, entry[1]), {}).get("reference") if entry else None
+            bound = fmt_ratio(ref / floor) if ref and floor else "n/a"
         else:
+            bound = "-"
             entry = w.get(impl + " us")
             want = f"< {threshold:g} µs/call"
             measured = "n/a" if entry is None else f"{entry[0] * 1e6:.3f} µs ({entry[1]})"
             met = entry is not None and entry[0] * 1e6 < threshold
         verdict = "PASS" if met else ("MISS" if entry is not None else "MISS (no data)")
         all_met &= met
-        print(f"| {label}: {want} | {measured} | {verdict} |")
+        print(f"| {label}: {want} | {measured} | {verdict} | {bound} |")
     print()
     print("All targets met." if all_met else "Not all targets met.")
     return 0

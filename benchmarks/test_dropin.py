@@ -15,6 +15,10 @@ kinds) is checked to return exactly the reference's dict on the same uniforms,
 so only correct code is timed.  Every benchmark uses ``benchmark.pedantic``
 with rounds and iterations calibrated to a fixed time budget (conftest.py).
 
+``test_call_floor`` times ``call_floor``, which takes the same arguments and
+builds the same result dict but does no work: the cost of a call's Python
+edges, a floor under both fast columns.
+
 These live outside the project's ``testpaths`` and run only when asked for:
 ``python -m pytest benchmarks --benchmark-json=bench.json -q``; see
 ``benchmarks/report.py`` for the table.
@@ -26,6 +30,7 @@ import pytest
 
 import specdec_fast
 from specdec_fast import Rng
+from specdec_fast._core import call_floor
 from specdec_fast.reference import replaying
 from specdec_fast.reference import speculative_decode_sim as reference_sim
 
@@ -124,3 +129,40 @@ def test_dropin(benchmark, get_case, plan, K, V, regime, implementation):
                                 warmup_rounds=1)
     if regime == "matched":   # every call of the matched regime accepts all K
         assert result["num_accepted"] == K + 1, result
+
+
+@pytest.mark.parametrize("K", KS)
+def test_call_floor(benchmark, get_case, plan, K):
+    """The drop-in's Python edges alone (``call_floor``: the same arguments, a result
+    dict built the same way, no work): a floor under every fast-list and fast-numpy
+    time, so reference / floor bounds the ratio any such implementation can reach."""
+    V = VS[0]
+    case = get_case(K, V, "matched")
+    d, t, k = case.draft_list, case.target_list, case.tokens
+    floor = call_floor
+
+    def make_call():
+        rng = Rng(TIMING_SEED)
+
+        def call():
+            return floor(d, t, k, V, rng=rng)
+        return call
+
+    rounds, iterations, per_call = plan(make_call(), "fast-list", V, "matched")
+    benchmark.group = f"K={K} call floor"
+    benchmark.extra_info.update({
+        "suite": "dropin",
+        "implementation": "call-floor",
+        "K": K,
+        "V": V,
+        "regime": "matched",
+        "input": INPUT_KIND["fast-list"],
+        "draft_tokens": "list[int]",
+        "randomness": "none (nothing is drawn)",
+        "rounds": rounds,
+        "iterations": iterations,
+        "calibrated_s_per_call": per_call,
+    })
+    result = benchmark.pedantic(make_call(), rounds=rounds, iterations=iterations,
+                                warmup_rounds=1)
+    assert result["num_accepted"] == K + 1 and result["tokens"] == list(range(K + 1))

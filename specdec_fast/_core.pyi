@@ -15,3 +15,14 @@ def speculative_decode_sim(
     check_all: bool = False,
     semantics: Literal["reference", "exact"] = "reference",
 ) -> dict[str, Any]: ...
+def call_floor(
+    draft_probs: Any,
+    target_probs: Any,
+    draft_tokens: Sequence[int] | Any,
+    vocab_size: int,
+    *,
+    rng: Rng | int | None = None,
+    uniforms: Sequence[float] | Any | None = None,
+    check_all: bool = False,
+    semantics: Literal["reference", "exact"] = "reference",
+) -> dict[str, Any]: ...

@@ -779,3 +779,22 @@ def speculative_decode_sim(draft_probs, target_probs, draft_tokens, vocab_size, 
     finally:
         if tokens != small:
             free(tokens)
+
+
+def call_floor(draft_probs, target_probs, draft_tokens, vocab_size, *, rng=None, uniforms=None,
+               check_all=False, semantics="reference"):
+    """For benchmarks: what a call costs before any of its work.
+
+    Takes the drop-in's arguments and returns the dict of a call that accepted
+    every draft (tokens ``0 .. K``), built as the drop-in builds its result,
+    but reads, checks and draws nothing.  Its time is a floor for the drop-in
+    (and for anything behind the same signature that returns a fresh dict).
+    """
+    cdef Py_ssize_t small[130]
+    cdef Py_ssize_t K = len(draft_tokens), i
+    if K + 1 > 130:
+        raise ValueError("call_floor takes at most 129 draft tokens")
+    for i in range(K + 1):
+        small[i] = i
+    return new_result(K, K + 1, small)
+
