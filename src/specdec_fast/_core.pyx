@@ -24,8 +24,8 @@ from libc.string cimport memcpy
 
 from specdec_fast._kernel cimport (BAD_DRAFT, BAD_DRAFT_VALUE, BAD_TARGET, BAD_TARGET_VALUE, EXACT,
                                    OUT_OF_UNIFORMS, REFERENCE, UniformStream, VerifyOutcome,
-                                   bonus_follows, cumulative_sample, is_probability, next_uniform,
-                                   residual_sample, verify_row)
+                                   any_order_sum, bonus_follows, cumulative_sample, is_probability,
+                                   next_uniform, residual_sample, verify_row)
 from specdec_fast._rng cimport Rng
 
 cnp.import_array()
@@ -528,22 +528,6 @@ cdef enum:
     LAST_CHUNK = 4096       # ... up to this many at a time
 
 
-cdef double chunk_sum(const double* x, Py_ssize_t n) noexcept:
-    """A sum in four independent chains (any order will do: see the caller)."""
-    cdef double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0
-    cdef Py_ssize_t v = 0
-    while v + 4 <= n:
-        a0 += x[v]
-        a1 += x[v + 1]
-        a2 += x[v + 2]
-        a3 += x[v + 3]
-        v += 4
-    while v < n:
-        a0 += x[v]
-        v += 1
-    return (a0 + a1) + (a2 + a3)
-
-
 cdef bint serial_reaches(const double* x, Py_ssize_t n, double u) noexcept:
     """Whether the reference's running sum of x[0..n) reaches u."""
     cdef double cum = 0.0
@@ -609,7 +593,7 @@ cdef Py_ssize_t sample_cumulative_items(Matrix* target, Py_ssize_t i, object row
             while filled < stop and PyFloat_CheckExact_ptr(items[filled]):
                 values[filled] = PyFloat_AS_DOUBLE_ptr(items[filled])
                 filled += 1
-            total += chunk_sum(values + start, filled - start)
+            total += any_order_sum(values + start, filled - start)
             # Every summation order is within gamma(n) of the exact sum, so past this
             # the reference's running sum has reached u inside values[0 .. filled).
             if total * (1.0 - 4.0 * <double>(filled + 2) * 1.1102230246251565e-16) > u:

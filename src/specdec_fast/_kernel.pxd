@@ -36,6 +36,7 @@ cdef struct VerifyOutcome:
 
 cdef Py_ssize_t residual_sample(const real* p, const real* q, Py_ssize_t onehot, Py_ssize_t n,
                                 double u, Py_ssize_t* bad) noexcept nogil
+cdef double any_order_sum(const double* p, Py_ssize_t n) noexcept nogil
 cdef Py_ssize_t cumulative_sample(const real* p, Py_ssize_t n, double u,
                                   Py_ssize_t* bad) noexcept nogil
 cdef VerifyOutcome verify_row(const real* target, Py_ssize_t target_stride,

@@ -231,6 +231,13 @@ cdef Py_ssize_t residual_sample(const real* p, const real* q, Py_ssize_t onehot,
     return residual_sample_serial(p, q, onehot, n, u, bad)
 
 
+cdef double any_order_sum(const double* p, Py_ssize_t n) noexcept nogil:
+    """The sum of ``p[0 .. n)`` in the block sums' order (not the reference's)."""
+    cdef double total = 0.0
+    row_block_sums_f64(p, n, max(n, 1), &total)
+    return total
+
+
 cdef Py_ssize_t cumulative_sample_serial(const real* p, Py_ssize_t n, double u,
                                          Py_ssize_t* bad) noexcept nogil:
     """R6 exactly as the reference runs it, validating every value it reads."""
