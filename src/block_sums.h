@@ -13,9 +13,14 @@
  * So a "valid" answer of 0 may be a false alarm, never a 1 a missed value.
  *
  * GCC and Clang get vector-extension code (several independent accumulators
- * in SIMD lanes; plain SSE2/NEON by default).  On x86-64 Linux with GCC each
- * exported function is also cloned for AVX2 and AVX-512 and picked at load
- * time, so a wheel needs no -march flag.  Other compilers get scalar loops.
+ * in SIMD lanes).  Its vectors are W bytes wide, W being the width of the
+ * registers of the instruction set it is compiled for: a GCC vector wider
+ * than the registers is kept in memory, and every operation on it goes
+ * through the stack.  On x86-64 Linux with GCC each exported function is
+ * compiled three times, for AVX-512 (W = 64), AVX2 (32) and SSE2 (16), and
+ * the copy for the CPU is picked at load time, so a wheel needs no -march
+ * flag.  Elsewhere W follows the compiler's flags (16 for plain SSE2 or
+ * NEON).  Other compilers get scalar loops.
  */
 #ifndef SPECDEC_BLOCK_SUMS_H
 #define SPECDEC_BLOCK_SUMS_H
@@ -24,11 +29,8 @@
 #include <stdint.h>
 #include <string.h>
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define SPECDEC_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define SPECDEC_CLONES
-#endif
+/* Elements in one chunk of row_crossing_chunk, whatever W is. */
+#define SPECDEC_LANES 8
 
 static inline int64_t specdec_bits(double x)
 {
@@ -37,189 +39,256 @@ static inline int64_t specdec_bits(double x)
     return b;
 }
 
-#if defined(__GNUC__) || defined(__clang__)
-#if defined(__GNUC__) && !defined(__clang__)
-/* The vector helpers are always inlined: no vector ABI crosses a call. */
-#pragma GCC diagnostic ignored "-Wpsabi"
-#endif
-/* Inlined into each clone, so they are compiled for its instruction set. */
-#define SPECDEC_INLINE static inline __attribute__((always_inline))
-#define SPECDEC_LANES 8
-typedef double specdec_vd __attribute__((vector_size(64)));
-typedef int64_t specdec_vi __attribute__((vector_size(64)));
-typedef double specdec_vd4 __attribute__((vector_size(32)));
-typedef double specdec_vd2 __attribute__((vector_size(16)));
-/* Unaligned views for loads.  The loads are volatile so that each vector is
- * read once: otherwise GCC reads it twice, once per use, and the scans run
- * at half the speed. */
-typedef double specdec_vd_u __attribute__((vector_size(64), aligned(8), may_alias));
-typedef float specdec_vf_u __attribute__((vector_size(32), aligned(4), may_alias));
-typedef float specdec_vf __attribute__((vector_size(32)));
-
-SPECDEC_INLINE specdec_vd specdec_load_f64(const double *p)
-{
-    return *(const volatile specdec_vd_u *)p;
-}
-
-SPECDEC_INLINE specdec_vd specdec_load_f32(const float *p)
-{
-    specdec_vf x = *(const volatile specdec_vf_u *)p;
-    return __builtin_convertvector(x, specdec_vd);
-}
-
 /* Elements before p reaches a 64-byte boundary (at most n): vector loads from
  * there on never straddle two cache lines, which halves the scans' time. */
-SPECDEC_INLINE ptrdiff_t specdec_to_line(const void *p, size_t item, ptrdiff_t n)
+static inline ptrdiff_t specdec_to_line(const void *p, size_t item, ptrdiff_t n)
 {
     ptrdiff_t head = (ptrdiff_t)(((64 - ((uintptr_t)p & 63)) & 63) / item);
     return head < n ? head : n;
 }
 
-/* Sum of the lanes, by halves (a fixed order, like every sum here). */
-SPECDEC_INLINE double specdec_hsum(specdec_vd x)
-{
-    specdec_vd4 lo4, hi4, s4;
-    specdec_vd2 lo2, hi2, s2;
-    memcpy(&lo4, &x, sizeof lo4);
-    memcpy(&hi4, (const char *)&x + sizeof lo4, sizeof hi4);
-    s4 = lo4 + hi4;
-    memcpy(&lo2, &s4, sizeof lo2);
-    memcpy(&hi2, (const char *)&s4 + sizeof lo2, sizeof hi2);
-    s2 = lo2 + hi2;
-    return s2[0] + s2[1];
-}
+#if defined(__GNUC__) || defined(__clang__)
+#if defined(__GNUC__) && !defined(__clang__)
+/* The vector helpers are always inlined: no vector ABI crosses a call. */
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+/* Helpers are inlined into the exported functions.  On x86 the code for width
+ * W is compiled for the instruction set that W needs (SSE2 is x86-64's
+ * baseline), whatever the compiler's flags. */
+#define SPECDEC_INLINE static inline __attribute__((always_inline))
 
-/* Sign bits are OR-ed into a vector across blocks and reduced once. */
-typedef specdec_vi specdec_signs;
-
-SPECDEC_INLINE int specdec_any_negative(specdec_signs s)
-{
-    return ((s[0] | s[1] | s[2] | s[3]) | (s[4] | s[5] | s[6] | s[7])) < 0;
-}
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define SPECDEC_TARGET_16
+#define SPECDEC_TARGET_32 __attribute__((target("avx2")))
+#define SPECDEC_TARGET_64 __attribute__((target("avx512f")))
+#else
+#define SPECDEC_TARGET_16
+#define SPECDEC_TARGET_32
+#define SPECDEC_TARGET_64
+#endif
+#define SPECDEC_INLINE_W(W) SPECDEC_TARGET_##W SPECDEC_INLINE
 
 /*
- * Four primitives per element type: the sum of p[0..n) (OR-ing the bit
- * patterns into *signs); the sum of max(0, p - q) over [0..n) (adding q into
- * *qsum and OR-ing the bits of p and q into *signs); the sum of the
- * SPECDEC_LANES values at p (as the first); the largest of p[0..n) and 0 (NaN
- * is ignored here: the sum above catches it).
+ * For W bytes: specdec_vd_W holds W / 8 doubles and specdec_vi_W their bit
+ * patterns; specdec_load_f64_W loads W / 8 doubles.  The loads are unaligned
+ * and volatile so that each vector is read once: otherwise GCC reads it
+ * twice, once per use, and the scans run at half the speed.
  */
-#define SPECDEC_PRIMITIVES(T, SUFFIX)                                                    \
-SPECDEC_INLINE double specdec_sum_##SUFFIX(const T *p, ptrdiff_t n, specdec_signs *signs) \
+#define SPECDEC_VECTORS(W)                                                                \
+typedef double specdec_vd_##W __attribute__((vector_size(W)));                            \
+typedef int64_t specdec_vi_##W __attribute__((vector_size(W)));                           \
+typedef double specdec_vd_##W##_u __attribute__((vector_size(W), aligned(8), may_alias)); \
+typedef float specdec_vf_##W##_u                                                          \
+    __attribute__((vector_size(W / 2), aligned(4), may_alias));                           \
+                                                                                          \
+SPECDEC_INLINE_W(W) specdec_vd_##W specdec_load_f64_##W(const double *p)                  \
 {                                                                                         \
-    specdec_vd a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                                    \
-    specdec_vi s = *signs;                                                                \
+    return *(const volatile specdec_vd_##W##_u *)p;                                       \
+}                                                                                         \
+                                                                                          \
+/* m < x ? x : m, lane by lane: NaN in x leaves m. */                                     \
+SPECDEC_INLINE_W(W) specdec_vd_##W specdec_vmax_##W(specdec_vd_##W m, specdec_vd_##W x)   \
+{                                                                                         \
+    specdec_vi_##W k = m < x;                                                             \
+    return (specdec_vd_##W)((k & (specdec_vi_##W)x) | (~k & (specdec_vi_##W)m));          \
+}                                                                                         \
+                                                                                          \
+/* Sign bits are OR-ed into a vector across blocks and reduced once. */                   \
+SPECDEC_INLINE_W(W) int specdec_any_negative_##W(specdec_vi_##W s)                        \
+{                                                                                         \
+    int64_t all = 0;                                                                      \
+    int j;                                                                                \
+    for (j = 0; j < W / 8; j++)                                                           \
+        all |= s[j];                                                                      \
+    return all < 0;                                                                       \
+}
+
+SPECDEC_VECTORS(16)
+SPECDEC_VECTORS(32)
+SPECDEC_VECTORS(64)
+
+/* specdec_load_f32_W: W / 8 floats widened to doubles.  The floats have one
+ * use, the conversion, so they need no volatile to be read once. */
+#define SPECDEC_LOAD_F32(W)                                                               \
+SPECDEC_INLINE_W(W) specdec_vd_##W specdec_load_f32_##W(const float *p)                   \
+{                                                                                         \
+    return __builtin_convertvector(*(const specdec_vf_##W##_u *)p, specdec_vd_##W);       \
+}
+
+SPECDEC_LOAD_F32(16)
+#if defined(__x86_64__) || defined(__i386__)
+/* GCC 12 widens four or eight floats as two halves joined by shuffles, much
+ * slower than the single instruction that x86 has for it. */
+SPECDEC_INLINE_W(32) specdec_vd_32 specdec_load_f32_32(const float *p)
+{
+    return (specdec_vd_32)_mm256_cvtps_pd(_mm_loadu_ps(p));
+}
+
+SPECDEC_INLINE_W(64) specdec_vd_64 specdec_load_f32_64(const float *p)
+{
+    return (specdec_vd_64)_mm512_cvtps_pd(_mm256_loadu_ps(p));
+}
+#else
+SPECDEC_LOAD_F32(32)
+SPECDEC_LOAD_F32(64)
+#endif
+
+/* Sum of the lanes, by halves (a fixed order, like every sum here). */
+SPECDEC_INLINE_W(16) double specdec_hsum_16(specdec_vd_16 x)
+{
+    return x[0] + x[1];
+}
+
+#define SPECDEC_HSUM(W, HALF)                                                             \
+SPECDEC_INLINE_W(W) double specdec_hsum_##W(specdec_vd_##W x)                             \
+{                                                                                         \
+    union { specdec_vd_##W whole; specdec_vd_##HALF half[2]; } u = {x};                   \
+    return specdec_hsum_##HALF(u.half[0] + u.half[1]);                                    \
+}
+
+SPECDEC_HSUM(32, 16)
+SPECDEC_HSUM(64, 32)
+
+/*
+ * Four primitives per element type and width: the sum of p[0..n) (OR-ing the
+ * bit patterns into *signs); the sum of max(0, p - q) over [0..n) (adding q
+ * into *qsum and OR-ing the bits of p and q into *signs); the sum of the
+ * SPECDEC_LANES values at p (as the first); the largest of p[0..n) and 0 (NaN
+ * is ignored here: the sum above catches it).  Vectors hold W / 8 elements.
+ */
+#define SPECDEC_PRIMITIVES(T, SUFFIX, W)                                                  \
+SPECDEC_INLINE_W(W) double specdec_sum_##SUFFIX##_##W(const T *p, ptrdiff_t n,            \
+                                                      specdec_vi_##W *signs)              \
+{                                                                                         \
+    specdec_vd_##W a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                                \
+    specdec_vi_##W s = *signs;                                                            \
     double tail = 0.0;                                                                    \
+    int64_t tail_bits = 0;                                                                \
     ptrdiff_t v = 0, head = specdec_to_line(p, sizeof(T), n);                             \
     for (; v < head; v++) {                                                               \
         tail += p[v];                                                                     \
-        s[0] |= specdec_bits(p[v]);                                                       \
+        tail_bits |= specdec_bits(p[v]);                                                  \
     }                                                                                     \
-    for (; v + 4 * SPECDEC_LANES <= n; v += 4 * SPECDEC_LANES) {                          \
-        specdec_vd x0 = specdec_load_##SUFFIX(p + v);                                     \
-        specdec_vd x1 = specdec_load_##SUFFIX(p + v + SPECDEC_LANES);                     \
-        specdec_vd x2 = specdec_load_##SUFFIX(p + v + 2 * SPECDEC_LANES);                 \
-        specdec_vd x3 = specdec_load_##SUFFIX(p + v + 3 * SPECDEC_LANES);                 \
+    for (; v + W / 2 <= n; v += W / 2) {                                                  \
+        specdec_vd_##W x0 = specdec_load_##SUFFIX##_##W(p + v);                           \
+        specdec_vd_##W x1 = specdec_load_##SUFFIX##_##W(p + v + W / 8);                   \
+        specdec_vd_##W x2 = specdec_load_##SUFFIX##_##W(p + v + 2 * (W / 8));             \
+        specdec_vd_##W x3 = specdec_load_##SUFFIX##_##W(p + v + 3 * (W / 8));             \
         a0 += x0; a1 += x1; a2 += x2; a3 += x3;                                           \
-        s |= ((specdec_vi)x0 | (specdec_vi)x1) | ((specdec_vi)x2 | (specdec_vi)x3);       \
+        s |= ((specdec_vi_##W)x0 | (specdec_vi_##W)x1)                                    \
+             | ((specdec_vi_##W)x2 | (specdec_vi_##W)x3);                                 \
     }                                                                                     \
-    for (; v + SPECDEC_LANES <= n; v += SPECDEC_LANES) {                                  \
-        specdec_vd x0 = specdec_load_##SUFFIX(p + v);                                     \
+    for (; v + W / 8 <= n; v += W / 8) {                                                  \
+        specdec_vd_##W x0 = specdec_load_##SUFFIX##_##W(p + v);                           \
         a1 += x0;                                                                         \
-        s |= (specdec_vi)x0;                                                              \
+        s |= (specdec_vi_##W)x0;                                                          \
     }                                                                                     \
     for (; v < n; v++) {                                                                  \
         tail += p[v];                                                                     \
-        s[0] |= specdec_bits(p[v]);                                                       \
+        tail_bits |= specdec_bits(p[v]);                                                  \
     }                                                                                     \
+    s[0] |= tail_bits;                                                                    \
     *signs = s;                                                                           \
-    return specdec_hsum((a0 + a1) + (a2 + a3)) + tail;                                    \
+    return specdec_hsum_##W((a0 + a1) + (a2 + a3)) + tail;                                \
 }                                                                                         \
                                                                                           \
-SPECDEC_INLINE double specdec_residual_##SUFFIX(const T *p, const T *q, ptrdiff_t n,       \
-                                               double *qsum, specdec_signs *signs)        \
+SPECDEC_INLINE_W(W) double specdec_residual_##SUFFIX##_##W(const T *p, const T *q,        \
+                                                           ptrdiff_t n, double *qsum,     \
+                                                           specdec_vi_##W *signs)         \
 {                                                                                         \
-    specdec_vd a0 = {0}, a1 = {0}, s0 = {0};                                              \
-    specdec_vi s = *signs;                                                                \
+    specdec_vd_##W a0 = {0}, a1 = {0}, s0 = {0};                                          \
+    specdec_vi_##W s = *signs;                                                            \
     double tail = 0.0;                                                                    \
+    int64_t tail_bits = 0;                                                                \
     ptrdiff_t v = 0, head = specdec_to_line(p, sizeof(T), n);                             \
     for (; v < head; v++) {                                                               \
         double x = p[v], y = q[v], d = x - y;                                             \
         tail += d < 0.0 ? 0.0 : d;                                                        \
         *qsum += y;                                                                       \
-        s[0] |= specdec_bits(x) | specdec_bits(y);                                        \
+        tail_bits |= specdec_bits(x) | specdec_bits(y);                                   \
     }                                                                                     \
-    for (; v + 2 * SPECDEC_LANES <= n; v += 2 * SPECDEC_LANES) {                          \
-        specdec_vd x0 = specdec_load_##SUFFIX(p + v);                                     \
-        specdec_vd y0 = specdec_load_##SUFFIX(q + v);                                     \
-        specdec_vd x1 = specdec_load_##SUFFIX(p + v + SPECDEC_LANES);                     \
-        specdec_vd y1 = specdec_load_##SUFFIX(q + v + SPECDEC_LANES);                     \
-        specdec_vd d0 = x0 - y0, d1 = x1 - y1;                                            \
-        a0 += (specdec_vd)(~(d0 < 0.0) & (specdec_vi)d0);  /* keeps NaN */                \
-        a1 += (specdec_vd)(~(d1 < 0.0) & (specdec_vi)d1);                                 \
+    for (; v + W / 4 <= n; v += W / 4) {                                                  \
+        specdec_vd_##W x0 = specdec_load_##SUFFIX##_##W(p + v);                           \
+        specdec_vd_##W y0 = specdec_load_##SUFFIX##_##W(q + v);                           \
+        specdec_vd_##W x1 = specdec_load_##SUFFIX##_##W(p + v + W / 8);                   \
+        specdec_vd_##W y1 = specdec_load_##SUFFIX##_##W(q + v + W / 8);                   \
+        specdec_vd_##W d0 = x0 - y0, d1 = x1 - y1;                                        \
+        s |= ((specdec_vi_##W)x0 | (specdec_vi_##W)y0)                                    \
+             | ((specdec_vi_##W)x1 | (specdec_vi_##W)y1);                                 \
         s0 += y0 + y1;                                                                    \
-        s |= ((specdec_vi)x0 | (specdec_vi)y0) | ((specdec_vi)x1 | (specdec_vi)y1);       \
+        a0 += (specdec_vd_##W)(~(d0 < 0.0) & (specdec_vi_##W)d0);  /* keeps NaN */        \
+        a1 += (specdec_vd_##W)(~(d1 < 0.0) & (specdec_vi_##W)d1);                         \
     }                                                                                     \
-    for (; v + SPECDEC_LANES <= n; v += SPECDEC_LANES) {                                  \
-        specdec_vd x0 = specdec_load_##SUFFIX(p + v);                                     \
-        specdec_vd y0 = specdec_load_##SUFFIX(q + v);                                     \
-        specdec_vd d0 = x0 - y0;                                                          \
-        a1 += (specdec_vd)(~(d0 < 0.0) & (specdec_vi)d0);                                 \
+    for (; v + W / 8 <= n; v += W / 8) {                                                  \
+        specdec_vd_##W x0 = specdec_load_##SUFFIX##_##W(p + v);                           \
+        specdec_vd_##W y0 = specdec_load_##SUFFIX##_##W(q + v);                           \
+        specdec_vd_##W d0 = x0 - y0;                                                      \
+        a1 += (specdec_vd_##W)(~(d0 < 0.0) & (specdec_vi_##W)d0);                         \
         s0 += y0;                                                                         \
-        s |= (specdec_vi)x0 | (specdec_vi)y0;                                             \
+        s |= (specdec_vi_##W)x0 | (specdec_vi_##W)y0;                                     \
     }                                                                                     \
     for (; v < n; v++) {                                                                  \
         double x = p[v], y = q[v], d = x - y;                                             \
         tail += d < 0.0 ? 0.0 : d;                                                        \
         *qsum += y;                                                                       \
-        s[0] |= specdec_bits(x) | specdec_bits(y);                                        \
+        tail_bits |= specdec_bits(x) | specdec_bits(y);                                   \
     }                                                                                     \
-    *qsum += specdec_hsum(s0);                                                            \
+    *qsum += specdec_hsum_##W(s0);                                                        \
+    s[0] |= tail_bits;                                                                    \
     *signs = s;                                                                           \
-    return specdec_hsum(a0 + a1) + tail;                                                  \
+    return specdec_hsum_##W(a0 + a1) + tail;                                              \
 }                                                                                         \
                                                                                           \
-SPECDEC_INLINE double specdec_sum_lanes_##SUFFIX(const T *p, specdec_signs *signs)        \
+SPECDEC_INLINE_W(W) double specdec_sum_lanes_##SUFFIX##_##W(const T *p,                   \
+                                                            specdec_vi_##W *signs)        \
 {                                                                                         \
-    specdec_vd x = specdec_load_##SUFFIX(p);                                              \
-    *signs |= (specdec_vi)x;                                                              \
-    return specdec_hsum(x);                                                               \
+    specdec_vd_##W x = specdec_load_##SUFFIX##_##W(p), y;                                 \
+    int j;                                                                                \
+    *signs |= (specdec_vi_##W)x;                                                          \
+    for (j = W / 8; j < SPECDEC_LANES; j += W / 8) {                                      \
+        y = specdec_load_##SUFFIX##_##W(p + j);                                           \
+        x += y;                                                                           \
+        *signs |= (specdec_vi_##W)y;                                                      \
+    }                                                                                     \
+    return specdec_hsum_##W(x);                                                           \
 }                                                                                         \
                                                                                           \
-SPECDEC_INLINE double specdec_max_##SUFFIX(const T *p, ptrdiff_t n)                        \
+SPECDEC_INLINE_W(W) double specdec_max_##SUFFIX##_##W(const T *p, ptrdiff_t n)            \
 {                                                                                         \
-    specdec_vd m0 = {0}, m1 = {0};                                                        \
+    specdec_vd_##W m0 = {0}, m1 = {0}, m2 = {0}, m3 = {0};                                \
     double best = 0.0;                                                                    \
     ptrdiff_t v = 0;                                                                      \
     int j;                                                                                \
-    for (; v + 2 * SPECDEC_LANES <= n; v += 2 * SPECDEC_LANES) {                          \
-        specdec_vd x0 = specdec_load_##SUFFIX(p + v);                                     \
-        specdec_vd x1 = specdec_load_##SUFFIX(p + v + SPECDEC_LANES);                     \
-        specdec_vi k0 = m0 < x0, k1 = m1 < x1;                                            \
-        m0 = (specdec_vd)((k0 & (specdec_vi)x0) | (~k0 & (specdec_vi)m0));                \
-        m1 = (specdec_vd)((k1 & (specdec_vi)x1) | (~k1 & (specdec_vi)m1));                \
+    for (; v + W / 2 <= n; v += W / 2) {                                                  \
+        m0 = specdec_vmax_##W(m0, specdec_load_##SUFFIX##_##W(p + v));                    \
+        m1 = specdec_vmax_##W(m1, specdec_load_##SUFFIX##_##W(p + v + W / 8));            \
+        m2 = specdec_vmax_##W(m2, specdec_load_##SUFFIX##_##W(p + v + 2 * (W / 8)));      \
+        m3 = specdec_vmax_##W(m3, specdec_load_##SUFFIX##_##W(p + v + 3 * (W / 8)));      \
     }                                                                                     \
-    for (j = 0; j < SPECDEC_LANES; j++) {                                                 \
+    for (; v + W / 8 <= n; v += W / 8)                                                    \
+        m1 = specdec_vmax_##W(m1, specdec_load_##SUFFIX##_##W(p + v));                    \
+    m0 = specdec_vmax_##W(specdec_vmax_##W(m0, m1), specdec_vmax_##W(m2, m3));            \
+    for (j = 0; j < W / 8; j++)                                                           \
         best = m0[j] > best ? m0[j] : best;                                               \
-        best = m1[j] > best ? m1[j] : best;                                               \
-    }                                                                                     \
     for (; v < n; v++)                                                                    \
         best = p[v] > best ? p[v] : best;                                                 \
     return best;                                                                          \
 }
 
-#else  /* scalar primitives, two accumulators */
+#else  /* scalar primitives, two accumulators; "scalar" stands for W */
 #define SPECDEC_INLINE static inline
-#define SPECDEC_LANES 8
-typedef int64_t specdec_signs;
+#define SPECDEC_TARGET_scalar
+typedef int64_t specdec_vi_scalar;  /* the OR of the bit patterns */
 
-SPECDEC_INLINE int specdec_any_negative(specdec_signs s)
+SPECDEC_INLINE int specdec_any_negative_scalar(specdec_vi_scalar s)
 {
     return s < 0;
 }
 
-#define SPECDEC_PRIMITIVES(T, SUFFIX)                                                    \
-SPECDEC_INLINE double specdec_sum_##SUFFIX(const T *p, ptrdiff_t n, specdec_signs *signs) \
+#define SPECDEC_PRIMITIVES(T, SUFFIX, W)                                                  \
+SPECDEC_INLINE double specdec_sum_##SUFFIX##_scalar(const T *p, ptrdiff_t n,              \
+                                                    specdec_vi_scalar *signs)             \
 {                                                                                         \
     double a0 = 0.0, a1 = 0.0;                                                            \
     ptrdiff_t v = 0;                                                                      \
@@ -235,8 +304,9 @@ SPECDEC_INLINE double specdec_sum_##SUFFIX(const T *p, ptrdiff_t n, specdec_sign
     return a0 + a1;                                                                       \
 }                                                                                         \
                                                                                           \
-SPECDEC_INLINE double specdec_residual_##SUFFIX(const T *p, const T *q, ptrdiff_t n,       \
-                                               double *qsum, specdec_signs *signs)        \
+SPECDEC_INLINE double specdec_residual_##SUFFIX##_scalar(const T *p, const T *q,          \
+                                                         ptrdiff_t n, double *qsum,       \
+                                                         specdec_vi_scalar *signs)        \
 {                                                                                         \
     double a = 0.0;                                                                       \
     ptrdiff_t v;                                                                          \
@@ -249,12 +319,13 @@ SPECDEC_INLINE double specdec_residual_##SUFFIX(const T *p, const T *q, ptrdiff_
     return a;                                                                             \
 }                                                                                         \
                                                                                           \
-SPECDEC_INLINE double specdec_sum_lanes_##SUFFIX(const T *p, specdec_signs *signs)        \
+SPECDEC_INLINE double specdec_sum_lanes_##SUFFIX##_scalar(const T *p,                     \
+                                                          specdec_vi_scalar *signs)       \
 {                                                                                         \
-    return specdec_sum_##SUFFIX(p, SPECDEC_LANES, signs);                                 \
+    return specdec_sum_##SUFFIX##_scalar(p, SPECDEC_LANES, signs);                        \
 }                                                                                         \
                                                                                           \
-SPECDEC_INLINE double specdec_max_##SUFFIX(const T *p, ptrdiff_t n)                        \
+SPECDEC_INLINE double specdec_max_##SUFFIX##_scalar(const T *p, ptrdiff_t n)              \
 {                                                                                         \
     double best = 0.0;                                                                    \
     ptrdiff_t v;                                                                          \
@@ -278,90 +349,140 @@ SPECDEC_INLINE double specdec_max_##SUFFIX(const T *p, ptrdiff_t n)             
  *     it are not read.  The first block also takes the elements before p's
  *     first 64-byte boundary, so that the others start on one.  *valid as
  *     above, for the blocks read.
- * row_crossing_chunk(p, n, u, before, valid): the same with blocks of one
- *     vector (SPECDEC_LANES elements), the last of which may be shorter: a
- *     fine search of the few elements that row_crossing_block narrows to.
+ * row_crossing_chunk(p, n, u, before, valid): the same with blocks of
+ *     SPECDEC_LANES elements, the last of which may be shorter: a fine search
+ *     of the few elements that row_crossing_block narrows to.
  * row_max(p, n, valid): the largest value (exact: max does not round).
+ *
+ * SPECDEC_BLOCK_FUNCTIONS defines them with the primitives of width W, named
+ * with ISA appended (e.g. row_max_f64_avx2).
  */
-#define SPECDEC_BLOCK_FUNCTIONS(T, SUFFIX)                                               \
-SPECDEC_PRIMITIVES(T, SUFFIX)                                                            \
+#define SPECDEC_BLOCK_FUNCTIONS(T, SUFFIX, W, ISA)                                        \
+SPECDEC_PRIMITIVES(T, SUFFIX, W)                                                          \
                                                                                           \
-SPECDEC_CLONES                                                                            \
-static int residual_block_sums_##SUFFIX(const T *p, const T *q, ptrdiff_t n,             \
-                                        ptrdiff_t block, double *sums)                    \
+SPECDEC_TARGET_##W                                                                        \
+static int residual_block_sums_##SUFFIX##ISA(const T *p, const T *q, ptrdiff_t n,         \
+                                             ptrdiff_t block, double *sums)               \
 {                                                                                         \
     double qsum = 0.0;                                                                    \
-    specdec_signs signs = {0};                                                            \
+    specdec_vi_##W signs = {0};                                                           \
     ptrdiff_t start, b = 0;                                                               \
     for (start = 0; start < n; start += block, b++) {                                     \
         ptrdiff_t len = start + block < n ? block : n - start;                            \
-        sums[b] = specdec_residual_##SUFFIX(p + start, q + start, len, &qsum, &signs);    \
+        sums[b] = specdec_residual_##SUFFIX##_##W(p + start, q + start, len, &qsum,       \
+                                                  &signs);                                \
     }                                                                                     \
-    return !specdec_any_negative(signs) && qsum - qsum == 0.0;                            \
+    return !specdec_any_negative_##W(signs) && qsum - qsum == 0.0;                        \
 }                                                                                         \
                                                                                           \
-SPECDEC_CLONES                                                                            \
-static int row_block_sums_##SUFFIX(const T *p, ptrdiff_t n, ptrdiff_t block, double *sums) \
+SPECDEC_TARGET_##W                                                                        \
+static int row_block_sums_##SUFFIX##ISA(const T *p, ptrdiff_t n, ptrdiff_t block,         \
+                                        double *sums)                                     \
 {                                                                                         \
     double total = 0.0;                                                                   \
-    specdec_signs signs = {0};                                                            \
+    specdec_vi_##W signs = {0};                                                           \
     ptrdiff_t start, b = 0;                                                               \
     for (start = 0; start < n; start += block, b++) {                                     \
         ptrdiff_t len = start + block < n ? block : n - start;                            \
-        sums[b] = specdec_sum_##SUFFIX(p + start, len, &signs);                           \
+        sums[b] = specdec_sum_##SUFFIX##_##W(p + start, len, &signs);                     \
         total += sums[b];                                                                 \
     }                                                                                     \
-    return !specdec_any_negative(signs) && total - total == 0.0;                          \
+    return !specdec_any_negative_##W(signs) && total - total == 0.0;                      \
 }                                                                                         \
                                                                                           \
-SPECDEC_CLONES                                                                            \
-static ptrdiff_t row_crossing_block_##SUFFIX(const T *p, ptrdiff_t n, ptrdiff_t block,    \
-                                             double u, double *before, int *valid)        \
+SPECDEC_TARGET_##W                                                                        \
+static ptrdiff_t row_crossing_block_##SUFFIX##ISA(const T *p, ptrdiff_t n,                \
+                                                  ptrdiff_t block, double u,              \
+                                                  double *before, int *valid)             \
 {                                                                                         \
     double total = 0.0, sum = 0.0;                                                        \
-    specdec_signs signs = {0};                                                            \
+    specdec_vi_##W signs = {0};                                                           \
     ptrdiff_t start = 0, len = specdec_to_line(p, sizeof(T), n) + block;                  \
     for (;; start += len, len = block) {                                                  \
         len = start + len < n ? len : n - start;                                          \
-        sum = specdec_sum_##SUFFIX(p + start, len, &signs);                               \
+        sum = specdec_sum_##SUFFIX##_##W(p + start, len, &signs);                         \
         /* NaN never crosses: it runs to the end and fails the check below. */            \
         if (start + len >= n || total + sum >= u)                                         \
             break;                                                                        \
         total += sum;                                                                     \
     }                                                                                     \
     *before = total;                                                                      \
-    *valid = !specdec_any_negative(signs) && total - total == 0.0 && sum - sum == 0.0;    \
+    *valid = !specdec_any_negative_##W(signs) && total - total == 0.0                     \
+             && sum - sum == 0.0;                                                         \
     return start;                                                                         \
 }                                                                                         \
                                                                                           \
-SPECDEC_CLONES                                                                            \
-static ptrdiff_t row_crossing_chunk_##SUFFIX(const T *p, ptrdiff_t n, double u,           \
-                                             double *before, int *valid)                  \
+SPECDEC_TARGET_##W                                                                        \
+static ptrdiff_t row_crossing_chunk_##SUFFIX##ISA(const T *p, ptrdiff_t n, double u,      \
+                                                  double *before, int *valid)             \
 {                                                                                         \
     double total = 0.0, sum = 0.0;                                                        \
-    specdec_signs signs = {0};                                                            \
+    specdec_vi_##W signs = {0};                                                           \
     ptrdiff_t start = 0;                                                                  \
     for (; start + SPECDEC_LANES < n; start += SPECDEC_LANES) {                           \
-        sum = specdec_sum_lanes_##SUFFIX(p + start, &signs);                              \
+        sum = specdec_sum_lanes_##SUFFIX##_##W(p + start, &signs);                        \
         if (total + sum >= u)                                                             \
             break;                                                                        \
         total += sum;                                                                     \
     }                                                                                     \
     *before = total;                                                                      \
-    *valid = !specdec_any_negative(signs) && total - total == 0.0 && sum - sum == 0.0;    \
+    *valid = !specdec_any_negative_##W(signs) && total - total == 0.0                     \
+             && sum - sum == 0.0;                                                         \
     return start;                                                                         \
 }                                                                                         \
                                                                                           \
-SPECDEC_CLONES                                                                            \
-static double row_max_##SUFFIX(const T *p, ptrdiff_t n, int *valid)                      \
+SPECDEC_TARGET_##W                                                                        \
+static double row_max_##SUFFIX##ISA(const T *p, ptrdiff_t n, int *valid)                  \
 {                                                                                         \
-    specdec_signs signs = {0};                                                            \
-    double total = specdec_sum_##SUFFIX(p, n, &signs);                                    \
-    *valid = !specdec_any_negative(signs) && total - total == 0.0;                        \
-    return specdec_max_##SUFFIX(p, n);                                                    \
+    specdec_vi_##W signs = {0};                                                           \
+    double total = specdec_sum_##SUFFIX##_##W(p, n, &signs);                              \
+    *valid = !specdec_any_negative_##W(signs) && total - total == 0.0;                    \
+    return specdec_max_##SUFFIX##_##W(p, n);                                              \
 }
 
-SPECDEC_BLOCK_FUNCTIONS(double, f64)
-SPECDEC_BLOCK_FUNCTIONS(float, f32)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+SPECDEC_BLOCK_FUNCTIONS(double, f64, 64, _avx512f)
+SPECDEC_BLOCK_FUNCTIONS(float, f32, 64, _avx512f)
+SPECDEC_BLOCK_FUNCTIONS(double, f64, 32, _avx2)
+SPECDEC_BLOCK_FUNCTIONS(float, f32, 32, _avx2)
+SPECDEC_BLOCK_FUNCTIONS(double, f64, 16, _sse2)
+SPECDEC_BLOCK_FUNCTIONS(float, f32, 16, _sse2)
+
+/* NAME resolves at load time (GNU ifunc, as target_clones does, which cannot
+ * be used here: it compiles one body, so one W, for every instruction set) to
+ * the copy for the best instruction set that the CPU and the OS support.  The
+ * resolver runs before AddressSanitizer is set up: it must not be instrumented. */
+#define SPECDEC_PICK(NAME)                                                                \
+__attribute__((no_sanitize_address))                                                      \
+static __typeof__(NAME##_sse2) *NAME##_pick(void)                                         \
+{                                                                                         \
+    __builtin_cpu_init();                                                                 \
+    if (__builtin_cpu_supports("avx512f"))                                                \
+        return NAME##_avx512f;                                                            \
+    if (__builtin_cpu_supports("avx2"))                                                   \
+        return NAME##_avx2;                                                               \
+    return NAME##_sse2;                                                                   \
+}                                                                                         \
+static __typeof__(NAME##_sse2) NAME __attribute__((ifunc(#NAME "_pick")));
+
+#define SPECDEC_PICK_BOTH(NAME) SPECDEC_PICK(NAME##_f64) SPECDEC_PICK(NAME##_f32)
+SPECDEC_PICK_BOTH(residual_block_sums)
+SPECDEC_PICK_BOTH(row_block_sums)
+SPECDEC_PICK_BOTH(row_crossing_block)
+SPECDEC_PICK_BOTH(row_crossing_chunk)
+SPECDEC_PICK_BOTH(row_max)
+#elif !defined(__GNUC__) && !defined(__clang__)
+SPECDEC_BLOCK_FUNCTIONS(double, f64, scalar, )
+SPECDEC_BLOCK_FUNCTIONS(float, f32, scalar, )
+#elif defined(__AVX512F__)
+SPECDEC_BLOCK_FUNCTIONS(double, f64, 64, )
+SPECDEC_BLOCK_FUNCTIONS(float, f32, 64, )
+#elif defined(__AVX2__)
+SPECDEC_BLOCK_FUNCTIONS(double, f64, 32, )
+SPECDEC_BLOCK_FUNCTIONS(float, f32, 32, )
+#else
+SPECDEC_BLOCK_FUNCTIONS(double, f64, 16, )
+SPECDEC_BLOCK_FUNCTIONS(float, f32, 16, )
+#endif
 
 #endif
