@@ -151,11 +151,13 @@ SPECDEC_HSUM(32, 16)
 SPECDEC_HSUM(64, 32)
 
 /*
- * Four primitives per element type and width: the sum of p[0..n) (OR-ing the
+ * Five primitives per element type and width: the sum of p[0..n) (OR-ing the
  * bit patterns into *signs); the sum of max(0, p - q) over [0..n) (adding q
  * into *qsum and OR-ing the bits of p and q into *signs); the sum of the
- * SPECDEC_LANES values at p (as the first); the largest of p[0..n) and 0 (NaN
- * is ignored here: the sum above catches it).  Vectors hold W / 8 elements.
+ * SPECDEC_LANES values at p (as the first); the sum of max(0, p - q) over the
+ * SPECDEC_LANES values at p and q (no checks); the largest of p[0..n) and 0
+ * (NaN is ignored here: the sum above catches it).  Vectors hold W / 8
+ * elements.
  */
 #define SPECDEC_PRIMITIVES(T, SUFFIX, W)                                                  \
 SPECDEC_INLINE_W(W) double specdec_sum_##SUFFIX##_##W(const T *p, ptrdiff_t n,            \
@@ -254,6 +256,17 @@ SPECDEC_INLINE_W(W) double specdec_sum_lanes_##SUFFIX##_##W(const T *p,         
     return specdec_hsum_##W(x);                                                           \
 }                                                                                         \
                                                                                           \
+SPECDEC_INLINE_W(W) double specdec_residual_lanes_##SUFFIX##_##W(const T *p, const T *q)  \
+{                                                                                         \
+    specdec_vd_##W a = {0}, d;                                                            \
+    int j;                                                                                \
+    for (j = 0; j < SPECDEC_LANES; j += W / 8) {                                          \
+        d = specdec_load_##SUFFIX##_##W(p + j) - specdec_load_##SUFFIX##_##W(q + j);      \
+        a += (specdec_vd_##W)(~(d < 0.0) & (specdec_vi_##W)d);                            \
+    }                                                                                     \
+    return specdec_hsum_##W(a);                                                           \
+}                                                                                         \
+                                                                                          \
 SPECDEC_INLINE_W(W) double specdec_max_##SUFFIX##_##W(const T *p, ptrdiff_t n)            \
 {                                                                                         \
     specdec_vd_##W m0 = {0}, m1 = {0}, m2 = {0}, m3 = {0};                                \
@@ -325,6 +338,17 @@ SPECDEC_INLINE double specdec_sum_lanes_##SUFFIX##_scalar(const T *p,           
     return specdec_sum_##SUFFIX##_scalar(p, SPECDEC_LANES, signs);                        \
 }                                                                                         \
                                                                                           \
+SPECDEC_INLINE double specdec_residual_lanes_##SUFFIX##_scalar(const T *p, const T *q)    \
+{                                                                                         \
+    double a = 0.0, d;                                                                    \
+    int j;                                                                                \
+    for (j = 0; j < SPECDEC_LANES; j++) {                                                 \
+        d = (double)p[j] - (double)q[j];                                                  \
+        a += d < 0.0 ? 0.0 : d;                                                           \
+    }                                                                                     \
+    return a;                                                                             \
+}                                                                                         \
+                                                                                          \
 SPECDEC_INLINE double specdec_max_##SUFFIX##_scalar(const T *p, ptrdiff_t n)              \
 {                                                                                         \
     double best = 0.0;                                                                    \
@@ -352,6 +376,8 @@ SPECDEC_INLINE double specdec_max_##SUFFIX##_scalar(const T *p, ptrdiff_t n)    
  * row_crossing_chunk(p, n, u, before, valid): the same with blocks of
  *     SPECDEC_LANES elements, the last of which may be shorter: a fine search
  *     of the few elements that row_crossing_block narrows to.
+ * residual_crossing_chunk(p, q, n, u, before): row_crossing_chunk of the
+ *     residual max(0, p - q), for rows already checked (no *valid).
  * row_max(p, n, valid): the largest value (exact: max does not round).
  *
  * SPECDEC_BLOCK_FUNCTIONS defines them with the primitives of width W, named
@@ -432,6 +458,22 @@ static ptrdiff_t row_crossing_chunk_##SUFFIX##ISA(const T *p, ptrdiff_t n, doubl
 }                                                                                         \
                                                                                           \
 SPECDEC_TARGET_##W                                                                        \
+static ptrdiff_t residual_crossing_chunk_##SUFFIX##ISA(const T *p, const T *q, ptrdiff_t n,\
+                                                       double u, double *before)          \
+{                                                                                         \
+    double total = 0.0;                                                                   \
+    ptrdiff_t start = 0;                                                                  \
+    for (; start + SPECDEC_LANES < n; start += SPECDEC_LANES) {                           \
+        double sum = specdec_residual_lanes_##SUFFIX##_##W(p + start, q + start);         \
+        if (total + sum >= u)                                                             \
+            break;                                                                        \
+        total += sum;                                                                     \
+    }                                                                                     \
+    *before = total;                                                                      \
+    return start;                                                                         \
+}                                                                                         \
+                                                                                          \
+SPECDEC_TARGET_##W                                                                        \
 static double row_max_##SUFFIX##ISA(const T *p, ptrdiff_t n, int *valid)                  \
 {                                                                                         \
     specdec_vi_##W signs = {0};                                                           \
@@ -470,6 +512,7 @@ SPECDEC_PICK_BOTH(residual_block_sums)
 SPECDEC_PICK_BOTH(row_block_sums)
 SPECDEC_PICK_BOTH(row_crossing_block)
 SPECDEC_PICK_BOTH(row_crossing_chunk)
+SPECDEC_PICK_BOTH(residual_crossing_chunk)
 SPECDEC_PICK_BOTH(row_max)
 #elif !defined(__GNUC__) && !defined(__clang__)
 SPECDEC_BLOCK_FUNCTIONS(double, f64, scalar, )

@@ -54,6 +54,10 @@ cdef extern from "block_sums.h" nogil:
                                       double* before, int* valid)
     Py_ssize_t row_crossing_chunk_f32(const float* p, Py_ssize_t n, double u,
                                       double* before, int* valid)
+    Py_ssize_t residual_crossing_chunk_f64(const double* p, const double* q, Py_ssize_t n,
+                                           double u, double* before)
+    Py_ssize_t residual_crossing_chunk_f32(const float* p, const float* q, Py_ssize_t n,
+                                           double u, double* before)
     int row_block_sums_f64(const double* p, Py_ssize_t n, Py_ssize_t block, double* sums)
     int row_block_sums_f32(const float* p, Py_ssize_t n, Py_ssize_t block, double* sums)
     double row_max_f64(const double* p, Py_ssize_t n, int* valid)
@@ -189,14 +193,21 @@ cdef bint residual_sums(const real* p, const real* q, Py_ssize_t onehot, Py_ssiz
     return valid
 
 
+cdef inline Py_ssize_t residual_chunk_crossing(const real* p, const real* q, Py_ssize_t n,
+                                               double u, double* below) noexcept nogil:
+    if real is float:
+        return residual_crossing_chunk_f32(p, q, n, u, below)
+    else:
+        return residual_crossing_chunk_f64(p, q, n, u, below)
+
+
 cdef Py_ssize_t residual_sample(const real* p, const real* q, Py_ssize_t onehot, Py_ssize_t n,
                                 double u, Py_ssize_t* bad) noexcept nogil:
     cdef double sums[MAX_BLOCKS]
     cdef Py_ssize_t length = block_length(n, BLOCK), sub
     cdef Py_ssize_t nblocks = (n + length - 1) // length
     cdef Py_ssize_t b, v, start, count
-    cdef double z = 0.0, target, below = 0.0, at, tol
-    cdef const real* q_block
+    cdef double z = 0.0, target, below = 0.0, inner = 0.0, at, tol
     cdef bint valid = residual_sums(p, q, onehot, n, length, sums)
     for b in range(nblocks):
         z += sums[b]
@@ -204,17 +215,20 @@ cdef Py_ssize_t residual_sample(const real* p, const real* q, Py_ssize_t onehot,
     # overflowing residual, sums so small or large that scaling by z underflows.
     if not (valid and 1e-290 < z <= 1e290):
         return residual_sample_serial(p, q, onehot, n, u, bad)
-    # Locate the crossing: the block, then the sub-block within it, then the
-    # element, keeping ``below`` a sum of the residual before the candidate.
+    # Locate the crossing: the block, then the vector-sized chunk (one-hot
+    # drafts: the sub-block) within it, then the element, keeping ``below`` a
+    # sum of the residual before the candidate.
     target = u * z
     start = crossing(sums, nblocks, target, &below) * length
-    count = min(length, n - start)
-    sub = block_length(count, SUB_BLOCK)
-    q_block = NULL
     if q != NULL:
-        q_block = q + start
-    residual_sums(p + start, q_block, onehot - start, count, sub, sums)
-    v = start + crossing(sums, (count + sub - 1) // sub, target, &below) * sub
+        v = start + residual_chunk_crossing(p + start, q + start, n - start, target - below,
+                                            &inner)
+        below += inner
+    else:
+        count = min(length, n - start)
+        sub = block_length(count, SUB_BLOCK)
+        residual_sums(p + start, NULL, onehot - start, count, sub, sums)
+        v = start + crossing(sums, (count + sub - 1) // sub, target, &below) * sub
     at = below
     while v < n:
         at = below + residual_at(p, q, onehot, v)
