@@ -492,3 +492,19 @@ def test_inputs_mutated_during_the_call(V, where, action):
     else:
         assert got["num_accepted"] == K + 1
         assert all(0 <= t < V for t in got["tokens"])
+
+
+def test_draft_token_replaced_during_the_call_keeps_the_value_read():
+    """Accepted tokens come back with the values the call read, even when user code
+    (a __float__) replaced the list's int objects in the meantime."""
+    V, K = 1000, 2
+    tokens = [700, 800]
+    draft = [[1.0 / V] * V for _ in range(K)]
+    target = [[1.0 / V] * V for _ in range(K + 1)]
+    target[0][700] = Meddler(1.0 / V, lambda: tokens.__setitem__(slice(None), [900, 950]))
+    got = fast_sim(draft, target, [*tokens], V, uniforms=[0.0, 0.0, 0.5])
+    want_tokens = fast_sim(draft, target, [700, 800], V, uniforms=[0.0, 0.0, 0.5])["tokens"]
+    assert got["tokens"][:2] == [700, 800] == want_tokens[:2]
+    tokens[:] = [700, 800]
+    got = fast_sim(draft, target, tokens, V, uniforms=[0.0, 0.0, 0.5])
+    assert got["tokens"][:2] == [700, 800] and tokens == [900, 950]

@@ -679,15 +679,39 @@ cdef Py_ssize_t verify_rows(Matrix* target, Matrix* draft, const Py_ssize_t* tok
     return n
 
 
-cdef list token_list(const Py_ssize_t* out, Py_ssize_t n):
-    """The emitted tokens as a list of ints, filled in place (no appends)."""
+cdef enum:
+    SMALL_INT = 256
+
+
+cdef list token_list(const Py_ssize_t* out, Py_ssize_t n, object drafted):
+    """The emitted tokens as a list of ints, filled in place (no appends).
+
+    An emitted token above SMALL_INT (CPython caches the ints up to it) that
+    equals the draft at its position is that draft's int object when
+    ``drafted`` is a list holding it, as in the reference (which appends
+    ``draft_tokens[i]``); this spares allocating it.
+    """
     cdef list tokens = PyList_New(n)
     cdef Py_ssize_t i
+    cdef PyObject* item
     for i in range(n):
-        token = PyLong_FromSsize_t(out[i])
+        item = NULL
+        if out[i] > SMALL_INT and type(drafted) is list and i < PyList_GET_SIZE(drafted):
+            item = PyList_GET_ITEM(drafted, i)
+            if not (PyLong_CheckExact_ptr(item) and exact_int_equals(<object>item, out[i])):
+                item = NULL
+        token = <object>item if item != NULL else PyLong_FromSsize_t(out[i])
         Py_INCREF(token)                # PyList_SET_ITEM steals a reference
         PyList_SET_ITEM(tokens, i, token)
     return tokens
+
+
+cdef inline bint exact_int_equals(object item, Py_ssize_t value):
+    """Whether the exact int ``item`` equals ``value`` (Cython reads small ints inline)."""
+    try:
+        return <Py_ssize_t>item == value
+    except OverflowError:
+        return False
 
 
 cdef dict result_for(object K, object n):
@@ -709,7 +733,7 @@ cdef enum:
 cdef list RESULTS = [None] * CACHED_RESULTS
 
 
-cdef dict new_result(Py_ssize_t K, Py_ssize_t n, const Py_ssize_t* out):
+cdef dict new_result(Py_ssize_t K, Py_ssize_t n, const Py_ssize_t* out, object drafted):
     cdef tuple templates
     cdef dict result
     if K < CACHED_RESULTS:
@@ -719,7 +743,7 @@ cdef dict new_result(Py_ssize_t K, Py_ssize_t n, const Py_ssize_t* out):
         result = (<dict>PyTuple_GET_ITEM_ptr(<PyObject*>templates, n)).copy()
     else:
         result = result_for(K, n)
-    result["tokens"] = token_list(out, n)
+    result["tokens"] = token_list(out, n, drafted)
     return result
 
 
@@ -759,7 +783,7 @@ def speculative_decode_sim(draft_probs, target_probs, draft_tokens, vocab_size, 
             n = verify_arrays(&target, &draft, tokens, K, V, mode, &stream, out)
         else:
             n = verify_rows(&target, &draft, tokens, K, V, mode, &stream, out)
-        return new_result(K, n, out)
+        return new_result(K, n, out, draft_tokens)
     finally:
         if tokens != small:
             free(tokens)
@@ -780,5 +804,5 @@ def call_floor(draft_probs, target_probs, draft_tokens, vocab_size, *, rng=None,
         raise ValueError("call_floor takes at most 129 draft tokens")
     for i in range(K + 1):
         small[i] = i
-    return new_result(K, K + 1, small)
+    return new_result(K, K + 1, small, None)
 
