@@ -528,6 +528,33 @@ cdef enum:
     LAST_CHUNK = 4096       # ... up to this many at a time
 
 
+cdef Py_ssize_t copy_floats(PyObject** items, Py_ssize_t v, Py_ssize_t stop,
+                            double* out) noexcept:
+    """Copies ``items[v:stop]`` to ``out[v:stop]`` up to the first that is not an
+    exact float; returns its index (``stop`` when all are)."""
+    cdef PyObject* a
+    cdef PyObject* b
+    cdef PyObject* c
+    cdef PyObject* d
+    while v + 4 <= stop:         # four at a time: one branch for four type checks
+        a = items[v]
+        b = items[v + 1]
+        c = items[v + 2]
+        d = items[v + 3]
+        if not (PyFloat_CheckExact_ptr(a) & PyFloat_CheckExact_ptr(b)
+                & PyFloat_CheckExact_ptr(c) & PyFloat_CheckExact_ptr(d)):
+            break
+        out[v] = PyFloat_AS_DOUBLE_ptr(a)
+        out[v + 1] = PyFloat_AS_DOUBLE_ptr(b)
+        out[v + 2] = PyFloat_AS_DOUBLE_ptr(c)
+        out[v + 3] = PyFloat_AS_DOUBLE_ptr(d)
+        v += 4
+    while v < stop and PyFloat_CheckExact_ptr(items[v]):
+        out[v] = PyFloat_AS_DOUBLE_ptr(items[v])
+        v += 1
+    return v
+
+
 cdef bint serial_reaches(const double* x, Py_ssize_t n, double u) noexcept:
     """Whether the reference's running sum of x[0..n) reaches u."""
     cdef double cum = 0.0
@@ -590,9 +617,7 @@ cdef Py_ssize_t sample_cumulative_items(Matrix* target, Py_ssize_t i, object row
                 values = grown
             items = PySequence_Fast_ITEMS(row)
             start = filled
-            while filled < stop and PyFloat_CheckExact_ptr(items[filled]):
-                values[filled] = PyFloat_AS_DOUBLE_ptr(items[filled])
-                filled += 1
+            filled = copy_floats(items, filled, stop, values)
             total += any_order_sum(values + start, filled - start)
             # Every summation order is within gamma(n) of the exact sum, so past this
             # the reference's running sum has reached u inside values[0 .. filled).
