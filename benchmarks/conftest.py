@@ -23,6 +23,12 @@ C-contiguous arrays holding exactly the values of the lists.
 The timing budget per benchmark is in seconds of measured calls; set the
 environment variable ``SPECDEC_BENCH_SCALE`` (default 1.0) to scale all of them,
 e.g. ``SPECDEC_BENCH_SCALE=0.1`` for a quick smoke run.
+
+The grid is timed ``REPEATS`` times (``SPECDEC_BENCH_REPEATS``, default 3), one
+whole pass after another, each with its share of the budget.  This machine's
+speed drifts by tens of percent over seconds to minutes; a ratio taken within
+one pass compares times measured seconds apart, and the report takes the
+median over passes.
 """
 import dataclasses
 import glob
@@ -42,6 +48,7 @@ REGIMES = ("matched", "mismatched")
 MISMATCH_TOKENS = 4
 
 SCALE = float(os.environ.get("SPECDEC_BENCH_SCALE", "1.0"))
+REPEATS = max(1, int(os.environ.get("SPECDEC_BENCH_REPEATS", "3")))
 # Seconds of measured calls per benchmark (before SCALE).  The reference at
 # large V is the noisiest (its cost depends on where the scan stops), so it gets
 # the most rounds; every benchmark stays within ~2-3 s including calibration.
@@ -165,7 +172,7 @@ def plan_rounds(fn, implementation, V, regime):
     budget = BUDGET_S[implementation]
     if implementation == "reference" and V >= 32000:
         budget = BUDGET_LARGE_REFERENCE_S
-    budget *= SCALE
+    budget *= SCALE / REPEATS
     calls = 0
     start = time.perf_counter()
     while True:

@@ -17,7 +17,10 @@ tenfold for a smoke run.
 
 Prints one row per (K, V, regime): the median time per call of ``reference``,
 ``fast-list`` and ``fast-numpy`` and the ratios reference/fast-list and
-reference/fast-numpy, all from the same run.  Then, for K=8, the worse regime
+reference/fast-numpy, all from the same run.  When the grid was timed in
+several passes (``SPECDEC_BENCH_REPEATS``), a time is the median over passes of
+each pass's median, and a ratio the median over passes of the ratio within
+each pass.  Then, for K=8, the worse regime
 at each V (the smaller ratio, the larger fast-numpy time) and whether each of
 the stated targets is met:
 
@@ -49,11 +52,18 @@ TARGETS = (
 )
 
 
+def median(values):
+    values = sorted(values)
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else 0.5 * (values[mid - 1] + values[mid])
+
+
 def load_medians(path):
-    """{(K, V, regime): {implementation: median seconds}} from a pytest-benchmark JSON."""
+    """{(K, V, regime): {implementation: median seconds}} from a pytest-benchmark JSON,
+    and {(K, V, regime): {implementation: {pass: median seconds}}}."""
     with open(path) as fh:
         data = json.load(fh)
-    medians = {}
+    passes = {}
     spreads = []   # (IQR / median, benchmark name)
     for bench in data.get("benchmarks", []):
         info = bench.get("extra_info", {})
@@ -65,10 +75,14 @@ def load_medians(path):
         except KeyError:
             continue  # not one of ours
         stats = bench["stats"]
-        medians.setdefault(key, {})[impl] = float(stats["median"])
+        repeat = int(info.get("repeat", 0))
+        passes.setdefault(key, {}).setdefault(impl, {})[repeat] = float(stats["median"])
         if stats["median"] > 0:
             spreads.append((float(stats["iqr"]) / float(stats["median"]), bench.get("name", "?")))
     data["_spreads"] = sorted(spreads, reverse=True)
+    medians = {key: {impl: median(by_pass.values()) for impl, by_pass in row.items()}
+               for key, row in passes.items()}
+    data["_passes"] = passes
     return data, medians
 
 
@@ -90,10 +104,10 @@ def fmt_ratio(ratio):
 
 
 def ratio(row, impl):
-    ref, fast = row.get("reference"), row.get(impl)
-    if ref is None or fast is None or fast <= 0:
-        return None
-    return ref / fast
+    """reference / impl: the median over passes of the ratio within each pass."""
+    ref, fast = row.get("reference", {}), row.get(impl, {})
+    within = [ref[r] / fast[r] for r in ref if r in fast and fast[r] > 0]
+    return median(within) if within else None
 
 
 def main(argv=None):
@@ -102,6 +116,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     data, medians = load_medians(args.json)
+    passes = data["_passes"]
     if not medians:
         print(f"{args.json}: no drop-in benchmark results found", file=sys.stderr)
         return 1
@@ -111,6 +126,10 @@ def main(argv=None):
     print(f"Run {data.get('datetime', '?')}, Python {machine.get('python_version', '?')}, "
           f"{cpu.get('brand_raw', machine.get('processor', '?'))}, "
           f"{cpu.get('count', '?')} CPUs.  Medians per call, same run.")
+    npasses = max((len(by_pass) for row in passes.values() for by_pass in row.values()), default=1)
+    if npasses > 1:
+        print(f"The grid was timed in {npasses} passes: times are medians over passes of each "
+              f"pass's median, ratios medians over passes of the ratio within a pass.")
     info = data.get("specdec_fast")
     if info:
         builds = ", ".join(f"{name.split('.')[0]} {h}" for name, h in info.get("build", {}).items())
@@ -130,7 +149,8 @@ def main(argv=None):
         row = medians[key]
         print(f"| {K} | {V} | {regime} | {fmt_us(row.get('reference'))} | "
               f"{fmt_us(row.get('fast-list'))} | {fmt_us(row.get('fast-numpy'))} | "
-              f"{fmt_ratio(ratio(row, 'fast-list'))} | {fmt_ratio(ratio(row, 'fast-numpy'))} |")
+              f"{fmt_ratio(ratio(passes[key], 'fast-list'))} | "
+              f"{fmt_ratio(ratio(passes[key], 'fast-numpy'))} |")
 
     floors = {K: row["call-floor"] for (K, V, regime), row in medians.items() if "call-floor" in row}
     if floors:
@@ -152,7 +172,7 @@ def main(argv=None):
             continue
         w = worst.setdefault(V, {})
         for impl in ("fast-list", "fast-numpy"):
-            r = ratio(row, impl)
+            r = ratio(passes[(K, V, regime)], impl)
             if r is not None and (impl not in w or r < w[impl][0]):
                 w[impl] = (r, regime)
             t = row.get(impl)

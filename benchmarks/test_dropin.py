@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 
 import specdec_fast
+from conftest import REPEATS
 from specdec_fast import Rng
 from specdec_fast._core import call_floor
 from specdec_fast.reference import replaying
@@ -77,7 +78,8 @@ def verify(case):
 @pytest.mark.parametrize("regime", REGIMES)
 @pytest.mark.parametrize("V", VS)
 @pytest.mark.parametrize("K", KS)
-def test_dropin(benchmark, get_case, plan, K, V, regime, implementation):
+@pytest.mark.parametrize("repeat", range(REPEATS))
+def test_dropin(benchmark, get_case, plan, repeat, K, V, regime, implementation):
     case = get_case(K, V, regime)
     verify(case)
 
@@ -109,9 +111,10 @@ def test_dropin(benchmark, get_case, plan, K, V, regime, implementation):
     # f(*args, **kwargs) dispatch does not weigh on the sub-microsecond calls.
     rounds, iterations, per_call = plan(make_call(), implementation, V, regime)
 
-    benchmark.group = f"K={K} V={V} {regime}"
+    benchmark.group = f"pass {repeat}: K={K} V={V} {regime}"
     benchmark.extra_info.update({
         "suite": "dropin",
+        "repeat": repeat,
         "implementation": implementation,
         "K": K,
         "V": V,
@@ -132,7 +135,8 @@ def test_dropin(benchmark, get_case, plan, K, V, regime, implementation):
 
 
 @pytest.mark.parametrize("K", KS)
-def test_call_floor(benchmark, get_case, plan, K):
+@pytest.mark.parametrize("repeat", range(REPEATS))
+def test_call_floor(benchmark, get_case, plan, repeat, K):
     """The drop-in's Python edges alone (``call_floor``: the same arguments, a result
     dict built the same way, no work): a floor under every fast-list and fast-numpy
     time, so reference / floor bounds the ratio any such implementation can reach."""
@@ -149,9 +153,10 @@ def test_call_floor(benchmark, get_case, plan, K):
         return call
 
     rounds, iterations, per_call = plan(make_call(), "fast-list", V, "matched")
-    benchmark.group = f"K={K} call floor"
+    benchmark.group = f"pass {repeat}: K={K} call floor"
     benchmark.extra_info.update({
         "suite": "dropin",
+        "repeat": repeat,
         "implementation": "call-floor",
         "K": K,
         "V": V,
