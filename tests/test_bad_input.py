@@ -508,3 +508,27 @@ def test_draft_token_replaced_during_the_call_keeps_the_value_read():
     tokens[:] = [700, 800]
     got = fast_sim(draft, target, tokens, V, uniforms=[0.0, 0.0, 0.5])
     assert got["tokens"][:2] == [700, 800] and tokens == [900, 950]
+
+
+class ShrinkingRow(list):
+    """A row (a list subclass, so read as a generic sequence) whose len() empties
+    another list first."""
+
+    def __init__(self, values, victim):
+        super().__init__(values)
+        self.victim = victim
+
+    def __len__(self):
+        self.victim.clear()
+        return super().__len__()
+
+
+def test_tokens_emptied_while_the_rows_are_checked():
+    """draft_tokens emptied by user code that runs while the rows are checked (after
+    the call counted K) is reported, never read past its end."""
+    V = 4
+    tokens = [1, 2]
+    draft = [ShrinkingRow([0.25] * V, tokens), [0.25] * V]
+    target = [[0.25] * V for _ in range(3)]
+    with pytest.raises(ValueError, match="draft_tokens changed size"):
+        fast_sim(draft, target, tokens, V, uniforms=[0.0, 0.0, 0.5])

@@ -437,6 +437,8 @@ cdef int read_tokens(object tokens, Py_ssize_t K, Py_ssize_t vocab_size, Py_ssiz
                 raise ValueError(f"draft_tokens[{i}] = {tokens[i]} is outside "
                                  f"[0, vocab_size={vocab_size})")
         return 0
+    if PyList_GET_SIZE(tokens) < K:     # user code (a row's __len__, say) shrank it
+        raise ValueError("draft_tokens changed size while being read")
     i = 0
     try:
         while i < K:

@@ -290,8 +290,9 @@ cdef Py_ssize_t cumulative_sample(const real* p, Py_ssize_t n, double u,
     cdef double below = 0.0, inner = 0.0, at, x, tol
     cdef int valid = 1
     # The block where the running sum reaches u, then the vector-sized chunk
-    # within it, then the element; the reference reads up to the crossing, so
-    # what lies beyond it is not read (but for the rest of its chunk).
+    # within it, then the element.  The reference reads up to the crossing;
+    # beyond it only the rest of the crossing's block is read, and a bad value
+    # there sends the call to the serial path, which does not read it.
     if n > SCAN_BLOCK:
         start = row_crossing(p, n, SCAN_BLOCK, u, &below, &valid)
         if not valid:
