@@ -657,3 +657,17 @@ def test_residual_sum_follows_running_interpreter():
         assert fast["tokens"][0] != 0
     fast2 = fast_sim(np.array([q]), np.array([p]), [V - 1], V, uniforms=[0.5, u2])
     assert_same(fast2, fast)
+
+
+@pytest.mark.parametrize("K", [0, 1, 8])
+def test_call_floor_builds_the_result_of_a_call_that_accepts_everything(K):
+    """benchmarks time call_floor as the drop-in's edges alone: its dict must be the one
+    the reference returns when every draft (0 .. K-1) and the bonus token K come out."""
+    from specdec_fast._core import call_floor
+    V = K + 2
+    draft = [[1.0 / V] * V for _ in range(K)]
+    target = [[1.0 / V] * V for _ in range(K)] + [[0.0] * K + [1.0, 0.0]]
+    tokens = list(range(K))
+    want, _ = run_reference(draft, target, tokens, V, [0.0] * K + [0.5])
+    assert want["tokens"] == list(range(K + 1))
+    assert_same(call_floor(draft, target, tokens, V), want)
