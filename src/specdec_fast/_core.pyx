@@ -400,7 +400,8 @@ cdef Py_ssize_t as_token(object item, Py_ssize_t i) except? -2:
 
 
 cdef object open_tokens(object tokens):
-    """The draft tokens as an integer array or a private list."""
+    """The draft tokens as an integer array, or as a list: the argument itself when it
+    holds only exact ints (reading those runs no user code), else a private copy."""
     if cnp.PyArray_Check(tokens):
         if tokens.dtype.kind not in "iu" and not (tokens.size == 0 and tokens.dtype.kind == "f"):
             raise TypeError(f"draft_tokens must hold integers, got dtype {tokens.dtype}")
