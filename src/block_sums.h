@@ -16,7 +16,7 @@
  * in SIMD lanes).  Its vectors are W bytes wide, W being the width of the
  * registers of the instruction set it is compiled for: a GCC vector wider
  * than the registers is kept in memory, and every operation on it goes
- * through the stack.  On x86-64 Linux with GCC each exported function is
+ * through the stack.  On x86-64 Linux (glibc) with GCC each exported function is
  * compiled three times, for AVX-512 (W = 64), AVX2 (32) and SSE2 (16), and
  * the copy for the CPU is picked at load time, so a wheel needs no -march
  * flag.  Elsewhere W follows the compiler's flags (16 for plain SSE2 or
@@ -482,7 +482,9 @@ static double row_max_##SUFFIX##ISA(const T *p, ptrdiff_t n, int *valid)        
     return specdec_max_##SUFFIX##_##W(p, n);                                              \
 }
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+/* GNU ifunc needs glibc's loader (musl has none); <string.h> above defines __GLIBC__. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) \
+    && defined(__GLIBC__)
 SPECDEC_BLOCK_FUNCTIONS(double, f64, 64, _avx512f)
 SPECDEC_BLOCK_FUNCTIONS(float, f32, 64, _avx512f)
 SPECDEC_BLOCK_FUNCTIONS(double, f64, 32, _avx2)
