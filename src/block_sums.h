@@ -94,14 +94,15 @@ SPECDEC_INLINE_W(W) specdec_vd_##W specdec_vmax_##W(specdec_vd_##W m, specdec_vd
     return (specdec_vd_##W)((k & (specdec_vi_##W)x) | (~k & (specdec_vi_##W)m));          \
 }                                                                                         \
                                                                                           \
-/* Sign bits are OR-ed into a vector across blocks and reduced once. */                   \
-SPECDEC_INLINE_W(W) int specdec_any_negative_##W(specdec_vi_##W s)                        \
+/* Sign bits are OR-ed into a vector across blocks and reduced once: the values           \
+ * were valid when no sign bit is set and the sums a and b are finite. */                 \
+SPECDEC_INLINE_W(W) int specdec_valid_##W(specdec_vi_##W s, double a, double b)           \
 {                                                                                         \
     int64_t all = 0;                                                                      \
     int j;                                                                                \
     for (j = 0; j < W / 8; j++)                                                           \
         all |= s[j];                                                                      \
-    return all < 0;                                                                       \
+    return all >= 0 && a - a == 0.0 && b - b == 0.0;                                      \
 }
 
 SPECDEC_VECTORS(16)
@@ -294,9 +295,9 @@ SPECDEC_INLINE_W(W) double specdec_max_##SUFFIX##_##W(const T *p, ptrdiff_t n)  
 #define SPECDEC_TARGET_scalar
 typedef int64_t specdec_vi_scalar;  /* the OR of the bit patterns */
 
-SPECDEC_INLINE int specdec_any_negative_scalar(specdec_vi_scalar s)
+SPECDEC_INLINE int specdec_valid_scalar(specdec_vi_scalar s, double a, double b)
 {
-    return s < 0;
+    return s >= 0 && a - a == 0.0 && b - b == 0.0;
 }
 
 #define SPECDEC_PRIMITIVES(T, SUFFIX, W)                                                  \
@@ -398,7 +399,7 @@ static int residual_block_sums_##SUFFIX##ISA(const T *p, const T *q, ptrdiff_t n
         sums[b] = specdec_residual_##SUFFIX##_##W(p + start, q + start, len, &qsum,       \
                                                   &signs);                                \
     }                                                                                     \
-    return !specdec_any_negative_##W(signs) && qsum - qsum == 0.0;                        \
+    return specdec_valid_##W(signs, qsum, 0.0);                                           \
 }                                                                                         \
                                                                                           \
 SPECDEC_TARGET_##W                                                                        \
@@ -413,7 +414,7 @@ static int row_block_sums_##SUFFIX##ISA(const T *p, ptrdiff_t n, ptrdiff_t block
         sums[b] = specdec_sum_##SUFFIX##_##W(p + start, len, &signs);                     \
         total += sums[b];                                                                 \
     }                                                                                     \
-    return !specdec_any_negative_##W(signs) && total - total == 0.0;                      \
+    return specdec_valid_##W(signs, total, 0.0);                                          \
 }                                                                                         \
                                                                                           \
 SPECDEC_TARGET_##W                                                                        \
@@ -433,8 +434,7 @@ static ptrdiff_t row_crossing_block_##SUFFIX##ISA(const T *p, ptrdiff_t n,      
         total += sum;                                                                     \
     }                                                                                     \
     *before = total;                                                                      \
-    *valid = !specdec_any_negative_##W(signs) && total - total == 0.0                     \
-             && sum - sum == 0.0;                                                         \
+    *valid = specdec_valid_##W(signs, total, sum);                                        \
     return start;                                                                         \
 }                                                                                         \
                                                                                           \
@@ -452,8 +452,7 @@ static ptrdiff_t row_crossing_chunk_##SUFFIX##ISA(const T *p, ptrdiff_t n, doubl
         total += sum;                                                                     \
     }                                                                                     \
     *before = total;                                                                      \
-    *valid = !specdec_any_negative_##W(signs) && total - total == 0.0                     \
-             && sum - sum == 0.0;                                                         \
+    *valid = specdec_valid_##W(signs, total, sum);                                        \
     return start;                                                                         \
 }                                                                                         \
                                                                                           \
@@ -478,7 +477,7 @@ static double row_max_##SUFFIX##ISA(const T *p, ptrdiff_t n, int *valid)        
 {                                                                                         \
     specdec_vi_##W signs = {0};                                                           \
     double total = specdec_sum_##SUFFIX##_##W(p, n, &signs);                              \
-    *valid = !specdec_any_negative_##W(signs) && total - total == 0.0;                    \
+    *valid = specdec_valid_##W(signs, total, 0.0);                                        \
     return specdec_max_##SUFFIX##_##W(p, n);                                              \
 }
 
