@@ -41,6 +41,9 @@ cdef extern from "Python.h":
     Py_ssize_t PyList_GET_SIZE_ptr "PyList_GET_SIZE"(PyObject* op)
     PyObject* PyList_GET_ITEM_ptr "PyList_GET_ITEM"(PyObject* op, Py_ssize_t i)
     PyObject* PyTuple_GET_ITEM_ptr "PyTuple_GET_ITEM"(PyObject* op, Py_ssize_t i)
+    Py_ssize_t PyLong_AsSsize_t_ptr "PyLong_AsSsize_t"(PyObject* op)    # -1 and an error on overflow
+    PyObject* PyErr_Occurred_ptr "PyErr_Occurred"()
+    void PyErr_Clear()
 
 cdef Rng default_rng = Rng()
 
@@ -428,6 +431,7 @@ cdef int read_tokens(object tokens, Py_ssize_t K, Py_ssize_t vocab_size, Py_ssiz
     """Each draft token must be an integer in [0, vocab_size)."""
     cdef Py_ssize_t i
     cdef cnp.ndarray arr
+    cdef PyObject* item
     if cnp.PyArray_Check(tokens):
         arr = tokens
         if cnp.PyArray_TYPE(arr) != cnp.NPY_INTP or not cnp.PyArray_ISCARRAY_RO(arr):
@@ -440,23 +444,24 @@ cdef int read_tokens(object tokens, Py_ssize_t K, Py_ssize_t vocab_size, Py_ssiz
         return 0
     if PyList_GET_SIZE(tokens) < K:     # user code (a row's __len__, say) shrank it
         raise ValueError("draft_tokens changed size while being read")
-    i = 0
-    try:
-        while i < K:
-            item = <object>PyList_GET_ITEM(tokens, i)
-            if PyLong_CheckExact(item):
-                out[i] = item           # Cython reads small ints' digits inline
-            else:
-                out[i] = as_token(item, i)
-            if not 0 <= out[i] < vocab_size:
-                break
-            i += 1
-    except OverflowError:
-        pass
-    if i < K:
-        raise ValueError(f"draft_tokens[{i}] = {tokens[i]!r} is outside "
-                         f"[0, vocab_size={vocab_size})")
+    for i in range(K):
+        item = PyList_GET_ITEM_ptr(<PyObject*>tokens, i)
+        if PyLong_CheckExact_ptr(item):
+            out[i] = exact_int_index(item)
+        else:
+            out[i] = as_token(<object>item, i)
+        if not 0 <= out[i] < vocab_size:
+            raise ValueError(f"draft_tokens[{i}] = {tokens[i]!r} is outside "
+                             f"[0, vocab_size={vocab_size})")
     return 0
+
+
+cdef inline Py_ssize_t exact_int_index(PyObject* item) noexcept:
+    """The value of the exact int ``item``; -1 if it is negative or beyond Py_ssize_t."""
+    cdef Py_ssize_t value = PyLong_AsSsize_t_ptr(item)
+    if value == -1 and PyErr_Occurred_ptr() != NULL:
+        PyErr_Clear()           # an overflow: out of every range
+    return value if value >= 0 else -1
 
 
 # --------------------------------------------------------------------------
@@ -710,36 +715,34 @@ cdef Py_ssize_t verify_rows(Matrix* target, Matrix* draft, const Py_ssize_t* tok
 cdef enum:
     SMALL_INT = 256
 
+# The ints 0 .. SMALL_INT, which CPython caches too: taken from here, an emitted
+# token costs an incref instead of a call.
+cdef tuple SMALL_INTS = tuple(range(SMALL_INT + 1))
+
 
 cdef list token_list(const Py_ssize_t* out, Py_ssize_t n, object drafted):
     """The emitted tokens as a list of ints, filled in place (no appends).
 
-    An emitted token above SMALL_INT (CPython caches the ints up to it) that
-    equals the draft at its position is that draft's int object when
-    ``drafted`` is a list holding it, as in the reference (which appends
-    ``draft_tokens[i]``); this spares allocating it.
+    An emitted token above SMALL_INT that equals the draft at its position is
+    that draft's int object when ``drafted`` is a list holding it, as in the
+    reference (which appends ``draft_tokens[i]``); this spares allocating it.
     """
     cdef list tokens = PyList_New(n)
     cdef Py_ssize_t i
     cdef PyObject* item
     for i in range(n):
-        item = NULL
-        if out[i] > SMALL_INT and type(drafted) is list and i < PyList_GET_SIZE(drafted):
-            item = PyList_GET_ITEM(drafted, i)
-            if not (PyLong_CheckExact_ptr(item) and exact_int_equals(<object>item, out[i])):
-                item = NULL
+        if out[i] <= SMALL_INT:
+            item = PyTuple_GET_ITEM_ptr(<PyObject*>SMALL_INTS, out[i])
+        else:
+            item = NULL
+            if type(drafted) is list and i < PyList_GET_SIZE(drafted):
+                item = PyList_GET_ITEM(drafted, i)
+                if not (PyLong_CheckExact_ptr(item) and exact_int_index(item) == out[i]):
+                    item = NULL
         token = <object>item if item != NULL else PyLong_FromSsize_t(out[i])
         Py_INCREF(token)                # PyList_SET_ITEM steals a reference
         PyList_SET_ITEM(tokens, i, token)
     return tokens
-
-
-cdef inline bint exact_int_equals(object item, Py_ssize_t value):
-    """Whether the exact int ``item`` equals ``value`` (Cython reads small ints inline)."""
-    try:
-        return <Py_ssize_t>item == value
-    except OverflowError:
-        return False
 
 
 cdef dict result_for(object K, object n):
