@@ -165,6 +165,12 @@ def test_random_rejects_bad_size():
         rng.random(2.0)
     with pytest.raises(TypeError):
         rng.random("3")
+    for huge in (2**62, 2**70):       # more than memory can hold: ValueError, not OverflowError
+        with pytest.raises(ValueError, match="size"):
+            rng.random(huge)
+        with pytest.raises(ValueError, match="size"):
+            rng.next_uint64(huge)
+    assert rng.state == Rng(1).state
 
 
 def test_largest_double_below_one_is_possible():
@@ -228,6 +234,7 @@ def test_state_accepts_any_four_nonzero_words():
     ({"s": (1, 2, 3, 4)}, ValueError),
     ((1, 2, 3, 4), ValueError),
     ({"bit_generator": "xoshiro256+", "s": (1.0, 2, 3, 4)}, TypeError),
+    ({"bit_generator": "xoshiro256+", "s": (True, 2, 3, 4)}, TypeError),   # as seeds reject bool
     ({"bit_generator": "xoshiro256+", "s": None}, TypeError),
 ])
 def test_bad_state_rejected_and_state_unchanged(bad, exc):
@@ -248,6 +255,19 @@ def test_pickle_and_copy_round_trip(seed):
         assert clone.state == rng.state
     clone = pickle.loads(pickle.dumps(rng, protocol=pickle.HIGHEST_PROTOCOL))
     assert clone.random(50).tolist() == rng.random(50).tolist()
+
+
+class LabelledRng(Rng):
+    pass
+
+
+def test_pickling_a_subclass_keeps_its_type_and_attributes():
+    rng = LabelledRng(7)
+    rng.label = "draft"
+    rng.random(3)
+    clone = pickle.loads(pickle.dumps(rng))
+    assert type(clone) is LabelledRng and clone.label == "draft"
+    assert clone.random(20).tolist() == rng.random(20).tolist()
 
 
 def test_pickled_state_is_independent():

@@ -10,6 +10,7 @@ import os
 import numpy as np
 
 cimport numpy as cnp
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from libc.stdint cimport uint64_t
 
 cnp.import_array()
@@ -38,8 +39,8 @@ cdef Py_ssize_t array_size(object size) except -1:
     if isinstance(size, (bool, float)):
         raise TypeError(f"size must be an int or None, not {type(size).__name__}")
     n = operator.index(size)
-    if n < 0:
-        raise ValueError(f"size must be non-negative, got {n}")
+    if not 0 <= n <= PY_SSIZE_T_MAX // 8:
+        raise ValueError(f"size must be non-negative and fit in memory, got {n}")
     return n
 
 
@@ -116,6 +117,8 @@ cdef class Rng:
             raise ValueError(f"state must be a dict with bit_generator={_NAME!r}")
         words = value.get("s")
         try:
+            if any(isinstance(w, (bool, float)) for w in words):
+                raise TypeError
             words = [operator.index(w) for w in words]
         except TypeError:
             raise TypeError("state['s'] must hold four ints") from None
@@ -127,13 +130,15 @@ cdef class Rng:
             self.c_state.s[i] = words[i]
 
     def __reduce__(self):
-        return (_from_state, (self.state,))
+        # A subclass keeps its type and its instance attributes.
+        return (_from_state, (self.state, type(self)), getattr(self, "__dict__", None))
 
     def __repr__(self):
         return f"Rng(state={self.state['s']})"
 
 
-def _from_state(state):
-    rng = Rng.__new__(Rng)
+def _from_state(state, cls=Rng):
+    """Unpickle: a ``cls`` (Rng or a subclass) with this state."""
+    rng = cls.__new__(cls)
     rng.state = state
     return rng
