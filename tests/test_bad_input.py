@@ -510,6 +510,65 @@ def test_draft_token_replaced_during_the_call_keeps_the_value_read():
     assert got["tokens"][:2] == [700, 800] and tokens == [900, 950]
 
 
+class Index:
+    """A draft token whose conversion to an index runs user code first."""
+
+    def __init__(self, value, action):
+        self.value = value
+        self.action = action
+
+    def __index__(self):
+        self.action()
+        return self.value
+
+
+@pytest.mark.parametrize("source", ["list-entry", "token"])
+@pytest.mark.parametrize("new_value", [7.0, math.nan, 0.999])
+def test_uniforms_written_during_the_call_are_not_seen(source, new_value):
+    """The call draws the uniforms as they were when checked: user code (a __float__
+    or an __index__) that writes into the caller's uniforms array meanwhile, even an
+    invalid value, changes nothing."""
+    V, K = 4, 2
+    draft = [[0.25] * V for _ in range(K)]
+    target = [[0.1, 0.2, 0.3, 0.4] for _ in range(K + 1)]
+    U = np.array([0.3, 0.5, 0.5])      # accept (0.3 < 0.4), accept (0.5 < 0.8), bonus 2
+    want, _ = run_reference(draft, target, [0, 1], V, U.tolist())
+    overwrite = lambda: U.__setitem__(1, new_value)     # 0.999 would reject position 1
+    if source == "list-entry":
+        target[0][0] = Meddler(0.1, overwrite)
+        got = fast_sim(draft, target, [0, 1], V, uniforms=U)
+    else:
+        got = fast_sim(np.array(draft), np.array(target), [Index(0, overwrite), 1], V,
+                       uniforms=U)
+    assert U[1] == new_value or math.isnan(U[1])
+    assert_same(got, want)
+    assert want["tokens"] == [0, 1, 2]
+
+
+def test_object_arrays_are_read_as_their_items():
+    """Object arrays of floats and ints, as the reference takes them (it indexes them
+    like lists): the same dict as the reference on the same arrays."""
+    draft = np.array([[0.5, 0.25, 0.25], [0.2, 0.3, 0.5]], dtype=object)
+    target = np.array([[0.3, 0.3, 0.4], [0.6, 0.2, 0.2], [0.1, 0.1, 0.8]], dtype=object)
+    tokens = np.array([0, 2], dtype=object)
+    gen = np.random.default_rng(5)
+    for _ in range(50):
+        U = gen.random(4).tolist()
+        want, _ = run_reference(draft, target, tokens, 3, U)
+        assert_same(fast_sim(draft, target, tokens, 3, uniforms=np.array(U, dtype=object)), want)
+    ragged = np.empty(2, dtype=object)              # rows that are lists
+    ragged[0], ragged[1] = [0.5, 0.5], [0.25, 0.75, 9.0]
+    want, _ = run_reference([], ragged, [], 2, [0.6])
+    assert_same(fast_sim([], ragged, [], 2, uniforms=[0.6]), want)
+
+
+def test_zero_dimensional_arrays_in_a_uniforms_list_are_numbers():
+    got = fast_sim(Q, P, TOKENS, V, uniforms=[np.array(u) for u in U_ACCEPT])
+    assert_same(got, fast_sim(Q, P, TOKENS, V, uniforms=U_ACCEPT))
+    with pytest.raises(TypeError, match=r"uniforms\[0\]"):
+        fast_sim(Q, P, TOKENS, V, uniforms=[np.array([0.5])] + U_ACCEPT[1:])
+
+
 class ShrinkingRow(list):
     """A row (a list subclass, so read as a generic sequence) whose len() empties
     another list first."""

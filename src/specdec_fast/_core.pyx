@@ -109,6 +109,8 @@ cdef object open_matrix(object obj, str name, Py_ssize_t need, Py_ssize_t readab
     cdef Py_ssize_t i
     m.data = NULL
     m.rows = NULL
+    if cnp.PyArray_Check(obj) and cnp.PyArray_TYPE(obj) == cnp.NPY_OBJECT:
+        obj = list(obj)         # the rows of an object array, read as a sequence's
     if type(obj) is not list and type(obj) is not tuple and not cnp.PyArray_Check(obj):
         if isinstance(obj, (str, bytes)) or not (hasattr(obj, "__len__")
                                                   or hasattr(obj, "__array__")):
@@ -164,7 +166,7 @@ cdef int check_row(object row, str name, Py_ssize_t i, Py_ssize_t vocab_size) ex
         if cnp.PyArray_Check(row):
             if cnp.PyArray_NDIM(row) != 1:
                 raise ValueError(f"{name}[{i}] must be 1-D, got {cnp.PyArray_NDIM(row)}-D")
-            if (<cnp.ndarray>row).dtype.kind not in "fiub":
+            if (<cnp.ndarray>row).dtype.kind not in "fiubO":   # objects: read one by one
                 raise TypeError(f"{name}[{i}] must hold real numbers, got dtype {row.dtype}")
         elif isinstance(row, (str, bytes)) or not hasattr(row, "__len__"):
             raise TypeError(f"{name}[{i}] must be a sequence of probabilities, "
@@ -304,10 +306,15 @@ cdef int widen_row(Row* r, Py_ssize_t n) except -1:
 # --------------------------------------------------------------------------
 # Uniforms: drawn from an Rng, or replayed from a sequence, in the reference's order.
 
-cdef object open_uniforms(object rng, object uniforms, UniformStream* stream):
-    """Fill ``stream`` from ``rng`` or ``uniforms``; returns what keeps its memory alive."""
+cdef object open_uniforms(object rng, object uniforms, Py_ssize_t needed, double* room,
+                          UniformStream* stream):
+    """Fill ``stream`` from ``rng``, or from ``uniforms``: every value is checked,
+    and the first ``needed`` (the most a call draws) are copied to ``room``, out
+    of reach of user code that the call runs later (a ``__float__``, say).
+    Returns what keeps the generator alive."""
     cdef cnp.ndarray arr
-    cdef Py_ssize_t i
+    cdef const double* values
+    cdef Py_ssize_t i, count
     cdef double x
     stream.state = NULL
     stream.values = NULL
@@ -327,37 +334,53 @@ cdef object open_uniforms(object rng, object uniforms, UniformStream* stream):
         raise ValueError("pass rng or uniforms, not both")
     if isinstance(uniforms, (str, bytes)):
         raise TypeError("uniforms must be a 1-D sequence of floats in [0, 1), not str")
-    if cnp.PyArray_Check(uniforms):
+    if cnp.PyArray_Check(uniforms) and cnp.PyArray_TYPE(uniforms) != cnp.NPY_OBJECT:
         if uniforms.dtype.kind not in "fiu":
             raise TypeError(f"uniforms must hold real numbers, got dtype {uniforms.dtype}")
+        if cnp.PyArray_NDIM(uniforms) != 1:
+            raise ValueError(f"uniforms must be 1-D, got {cnp.PyArray_NDIM(uniforms)}-D")
         arr = uniforms
         if cnp.PyArray_TYPE(arr) != cnp.NPY_DOUBLE or not cnp.PyArray_ISCARRAY_RO(arr):
             arr = np.ascontiguousarray(uniforms, dtype=np.float64)
+        values = <const double*>cnp.PyArray_DATA(arr)
+        count = cnp.PyArray_DIM(arr, 0)
+        for i in range(count):
+            x = values[i]
+            if not (0.0 <= x < 1.0):
+                raise ValueError(f"uniforms[{i}] = {x!r} is outside [0, 1)")
+            if i < needed:
+                room[i] = x
     else:
         try:
             items = list(uniforms)
         except TypeError:
             raise TypeError(f"uniforms must be a 1-D sequence of floats in [0, 1), "
                             f"not {type(uniforms).__name__}") from None
-        arr = np.empty(len(items), dtype=np.float64)
-        for i in range(len(items)):
-            item = items[i]
-            if isinstance(item, (str, bytes, complex)) or item is None or hasattr(item, "__len__"):
-                raise TypeError(f"uniforms[{i}] must be a real number, not {type(item).__name__}")
-            try:
-                (<double*>cnp.PyArray_DATA(arr))[i] = PyFloat_AsDouble(item)
-            except (TypeError, ValueError, OverflowError):
-                raise TypeError(f"uniforms[{i}] must be a real number in [0, 1), "
-                                f"not {item!r}") from None
-    if cnp.PyArray_NDIM(arr) != 1:
-        raise ValueError(f"uniforms must be 1-D, got {cnp.PyArray_NDIM(arr)}-D")
-    stream.values = <const double*>cnp.PyArray_DATA(arr)
-    stream.count = cnp.PyArray_DIM(arr, 0)
-    for i in range(stream.count):
-        x = stream.values[i]
-        if not (0.0 <= x < 1.0):
-            raise ValueError(f"uniforms[{i}] = {x!r} is outside [0, 1)")
-    return arr
+        count = len(items)
+        for i in range(count):
+            x = as_uniform(items[i], i)
+            if i < needed:
+                room[i] = x
+    stream.values = room
+    stream.count = min(count, needed)
+    return None
+
+
+cdef double as_uniform(object item, Py_ssize_t i) except? -1.0:
+    """Item ``i`` of a sequence of uniforms: a real number in [0, 1)."""
+    cdef double x
+    if isinstance(item, (str, bytes, complex)) or item is None or (
+            hasattr(item, "__len__") and not (cnp.PyArray_Check(item)
+                                              and cnp.PyArray_NDIM(item) == 0)):
+        raise TypeError(f"uniforms[{i}] must be a real number, not {type(item).__name__}")
+    try:
+        x = PyFloat_AsDouble(item)
+    except (TypeError, ValueError, OverflowError):
+        raise TypeError(f"uniforms[{i}] must be a real number in [0, 1), "
+                        f"not {item!r}") from None
+    if not (0.0 <= x < 1.0):
+        raise ValueError(f"uniforms[{i}] = {x!r} is outside [0, 1)")
+    return x
 
 
 cdef inline int draw(UniformStream* stream, double* u) except -1:
@@ -405,7 +428,7 @@ cdef Py_ssize_t as_token(object item, Py_ssize_t i) except? -2:
 cdef object open_tokens(object tokens):
     """The draft tokens as an integer array, or as a list: the argument itself when it
     holds only exact ints (reading those runs no user code), else a private copy."""
-    if cnp.PyArray_Check(tokens):
+    if cnp.PyArray_Check(tokens) and cnp.PyArray_TYPE(tokens) != cnp.NPY_OBJECT:
         if tokens.dtype.kind not in "iu" and not (tokens.size == 0 and tokens.dtype.kind == "f"):
             raise TypeError(f"draft_tokens must hold integers, got dtype {tokens.dtype}")
         if cnp.PyArray_NDIM(tokens) != 1:
@@ -714,6 +737,7 @@ cdef Py_ssize_t verify_rows(Matrix* target, Matrix* draft, const Py_ssize_t* tok
 
 cdef enum:
     SMALL_INT = 256
+    SMALL_K = 64            # calls with K up to this keep their buffers on the stack
 
 # The ints 0 .. SMALL_INT, which CPython caches too: taken from here, an emitted
 # token costs an incref instead of a call.
@@ -783,8 +807,10 @@ def speculative_decode_sim(draft_probs, target_probs, draft_tokens, vocab_size, 
     """Compiled twin of the reference; see ``specdec_fast.speculative_decode_sim``."""
     cdef Matrix target, draft
     cdef UniformStream stream
-    cdef Py_ssize_t small[130]
-    cdef Py_ssize_t* tokens = small          # K tokens, then room for K + 1 emitted
+    cdef Py_ssize_t small_tokens[2 * SMALL_K + 1]
+    cdef double small_room[SMALL_K + 2]
+    cdef Py_ssize_t* tokens = small_tokens  # K tokens, then room for K + 1 emitted
+    cdef double* room = small_room          # the K + 2 uniforms a call can use (R3-R7)
     cdef Py_ssize_t* out
     cdef Py_ssize_t K, V, i, n
     cdef int mode
@@ -799,16 +825,17 @@ def speculative_decode_sim(draft_probs, target_probs, draft_tokens, vocab_size, 
     K = len(draft_tokens)
     keep_target = open_matrix(target_probs, "target_probs", K, K + 1, V, &target)   # R5
     keep_draft = open_matrix(draft_probs, "draft_probs", K, K, V, &draft)
-    keep_stream = open_uniforms(rng, uniforms, &stream)
-    if check_all:
-        check_all_probabilities(&target, "target_probs", min(target.nrows, K + 1), V)
-        check_all_probabilities(&draft, "draft_probs", K, V)
-    if 2 * K + 2 > 130:
-        tokens = <Py_ssize_t*>calloc(2 * K + 2, sizeof(Py_ssize_t))
-        if tokens == NULL:
-            raise MemoryError()
-    out = tokens + K
+    if K > SMALL_K:
+        tokens = <Py_ssize_t*>calloc(2 * K + 1, sizeof(Py_ssize_t))
+        room = <double*>calloc(K + 2, sizeof(double))
     try:
+        if tokens == NULL or room == NULL:
+            raise MemoryError()
+        out = tokens + K
+        keep_stream = open_uniforms(rng, uniforms, K + 2, room, &stream)
+        if check_all:
+            check_all_probabilities(&target, "target_probs", min(target.nrows, K + 1), V)
+            check_all_probabilities(&draft, "draft_probs", K, V)
         read_tokens(draft_tokens, K, V, tokens)
         if target.data != NULL and draft.data != NULL and target.single == draft.single:
             n = verify_arrays(&target, &draft, tokens, K, V, mode, &stream, out)
@@ -816,8 +843,10 @@ def speculative_decode_sim(draft_probs, target_probs, draft_tokens, vocab_size, 
             n = verify_rows(&target, &draft, tokens, K, V, mode, &stream, out)
         return new_result(K, n, out, draft_tokens)
     finally:
-        if tokens != small:
+        if tokens != small_tokens:
             free(tokens)
+        if room != small_room:
+            free(room)
 
 
 def call_floor(draft_probs, target_probs, draft_tokens, vocab_size, *, rng=None, uniforms=None,
