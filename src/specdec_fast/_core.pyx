@@ -807,9 +807,9 @@ def speculative_decode_sim(draft_probs, target_probs, draft_tokens, vocab_size, 
     """Compiled twin of the reference; see ``specdec_fast.speculative_decode_sim``."""
     cdef Matrix target, draft
     cdef UniformStream stream
-    cdef Py_ssize_t small_tokens[2 * SMALL_K + 1]
+    cdef Py_ssize_t small_tokens[2 * SMALL_K + 2]
     cdef double small_room[SMALL_K + 2]
-    cdef Py_ssize_t* tokens = small_tokens  # K tokens, then room for K + 1 emitted
+    cdef Py_ssize_t* tokens = small_tokens  # K tokens, then verify_row's K + 2 for those emitted
     cdef double* room = small_room          # the K + 2 uniforms a call can use (R3-R7)
     cdef Py_ssize_t* out
     cdef Py_ssize_t K, V, i, n
@@ -826,7 +826,7 @@ def speculative_decode_sim(draft_probs, target_probs, draft_tokens, vocab_size, 
     keep_target = open_matrix(target_probs, "target_probs", K, K + 1, V, &target)   # R5
     keep_draft = open_matrix(draft_probs, "draft_probs", K, K, V, &draft)
     if K > SMALL_K:
-        tokens = <Py_ssize_t*>calloc(2 * K + 1, sizeof(Py_ssize_t))
+        tokens = <Py_ssize_t*>calloc(2 * K + 2, sizeof(Py_ssize_t))
         room = <double*>calloc(K + 2, sizeof(double))
     try:
         if tokens == NULL or room == NULL:
