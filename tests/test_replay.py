@@ -671,3 +671,24 @@ def test_call_floor_builds_the_result_of_a_call_that_accepts_everything(K):
     want, _ = run_reference(draft, target, tokens, V, [0.0] * K + [0.5])
     assert want["tokens"] == list(range(K + 1))
     assert_same(call_floor(draft, target, tokens, V), want)
+
+
+@pytest.mark.parametrize("kind", ["list", "numpy"])
+@pytest.mark.parametrize("K", [64, 65, 130])
+def test_many_drafts_use_heap_buffers_exactly(kind, K):
+    """Past 64 drafts the call's token and uniform buffers are allocated, not on the
+    stack: the same dicts, including all K accepted (K + 1 draws) and a rejection at
+    the last position (K + 2 draws, every uniform given)."""
+    V = 5
+    draft = np.full((K, V), 0.2)
+    target = np.tile([0.4, 0.1, 0.1, 0.2, 0.2], (K + 1, 1))
+    tokens = [0] * (K - 1) + [1]           # p/q = 2 (accepted), then 0.5 at the last
+    form = (lambda m: m.tolist()) if kind == "list" else (lambda m: m)
+    for last in (0.3, 0.7):                # accepted / rejected at position K - 1
+        U = [0.5] * (K - 1) + [last, 0.45, 0.9]
+        fast, used = check(form(draft), form(target), tokens, V, U, draft.tolist(),
+                           target.tolist())
+        assert used == (K + 1 if last < 0.5 else K + 2)
+        assert fast["num_accepted"] == K + 1
+    with pytest.raises(ValueError, match=f"more than the {K + 1} values"):
+        fast_sim(form(draft), form(target), tokens, V, uniforms=[0.5] * (K - 1) + [0.7, 0.45])
