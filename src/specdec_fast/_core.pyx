@@ -69,6 +69,11 @@ cdef struct Matrix:
     Py_ssize_t nrows        # rows in the argument (some may be beyond ``rows``)
 
 
+cdef inline char dtype_kind(object arr):
+    """The array's dtype kind ('f', 'i', 'u', 'b', 'O', ...), read without Python attributes."""
+    return (<cnp.ndarray>arr).descr.kind
+
+
 cdef inline bint in_place_dtype(cnp.ndarray arr):
     """float32 or float64, native order, aligned, last axis contiguous."""
     cdef int t = cnp.PyArray_TYPE(arr)
@@ -85,7 +90,7 @@ cdef cnp.ndarray as_real_array(object obj, str name):
     cdef cnp.ndarray arr = obj if cnp.PyArray_Check(obj) else np.asarray(obj)
     if in_place_dtype(arr):
         return arr
-    if arr.dtype.kind not in "fiub":
+    if dtype_kind(arr) not in b"fiub":
         raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
     return np.ascontiguousarray(arr, dtype=np.float64)
 
@@ -166,7 +171,7 @@ cdef int check_row(object row, str name, Py_ssize_t i, Py_ssize_t vocab_size) ex
         if cnp.PyArray_Check(row):
             if cnp.PyArray_NDIM(row) != 1:
                 raise ValueError(f"{name}[{i}] must be 1-D, got {cnp.PyArray_NDIM(row)}-D")
-            if (<cnp.ndarray>row).dtype.kind not in "fiubO":   # objects: read one by one
+            if dtype_kind(row) not in b"fiubO":     # objects: read one by one
                 raise TypeError(f"{name}[{i}] must hold real numbers, got dtype {row.dtype}")
         elif isinstance(row, (str, bytes)) or not hasattr(row, "__len__"):
             raise TypeError(f"{name}[{i}] must be a sequence of probabilities, "
@@ -335,7 +340,7 @@ cdef object open_uniforms(object rng, object uniforms, Py_ssize_t needed, double
     if isinstance(uniforms, (str, bytes)):
         raise TypeError("uniforms must be a 1-D sequence of floats in [0, 1), not str")
     if cnp.PyArray_Check(uniforms) and cnp.PyArray_TYPE(uniforms) != cnp.NPY_OBJECT:
-        if uniforms.dtype.kind not in "fiu":
+        if dtype_kind(uniforms) not in b"fiu":
             raise TypeError(f"uniforms must hold real numbers, got dtype {uniforms.dtype}")
         if cnp.PyArray_NDIM(uniforms) != 1:
             raise ValueError(f"uniforms must be 1-D, got {cnp.PyArray_NDIM(uniforms)}-D")
@@ -429,7 +434,8 @@ cdef object open_tokens(object tokens):
     """The draft tokens as an integer array, or as a list: the argument itself when it
     holds only exact ints (reading those runs no user code), else a private copy."""
     if cnp.PyArray_Check(tokens) and cnp.PyArray_TYPE(tokens) != cnp.NPY_OBJECT:
-        if tokens.dtype.kind not in "iu" and not (tokens.size == 0 and tokens.dtype.kind == "f"):
+        if dtype_kind(tokens) not in b"iu" and not (cnp.PyArray_SIZE(tokens) == 0
+                                                    and dtype_kind(tokens) == b"f"):
             raise TypeError(f"draft_tokens must hold integers, got dtype {tokens.dtype}")
         if cnp.PyArray_NDIM(tokens) != 1:
             raise ValueError(f"draft_tokens must be 1-D, got {cnp.PyArray_NDIM(tokens)}-D")
