@@ -545,6 +545,43 @@ def test_uniforms_written_during_the_call_are_not_seen(source, new_value):
     assert want["tokens"] == [0, 1, 2]
 
 
+@pytest.mark.parametrize("source", ["uniform", "row-len"])
+def test_token_list_emptied_by_an_index_it_was_given_mid_call(source):
+    """User code run before the tokens are read (a uniform's __float__, a row's __len__)
+    puts into the caller's token list an object whose __index__ empties that list: a
+    ValueError, never a read past the list's end (this used to crash)."""
+    draft = [[0.5, 0.25, 0.25], [0.2, 0.3, 0.5], [0.2, 0.3, 0.5]]
+    target = [[0.3, 0.3, 0.4], [0.6, 0.2, 0.2], [0.1, 0.1, 0.8], [0.1, 0.1, 0.8]]
+    tokens = [0, 2, 1]
+    swap = lambda: tokens.__setitem__(0, Index(0, tokens.clear))
+    uniforms = [0.3, 0.6, 0.2, 0.9, 0.5]
+    if source == "uniform":
+        uniforms[0] = Meddler(0.3, swap)
+    else:
+        class SwappingRow(list):
+            def __len__(self):
+                swap()
+                return list.__len__(self)
+        target[0] = SwappingRow(target[0])
+    with pytest.raises(ValueError, match="draft_tokens changed size"):
+        fast_sim(draft, target, tokens, 3, uniforms=uniforms)
+
+
+@pytest.mark.parametrize("argument, value, pattern", [
+    ("draft_tokens", np.array([[0], [2]], dtype=object), "draft_tokens must be 1-D"),
+    ("draft_tokens", np.array(0, dtype=object), "draft_tokens must be 1-D"),
+    ("target_probs", np.array(None, dtype=object), "target_probs must be 2-D"),
+    ("target_probs", np.zeros((2, 2, 2), dtype=object), "target_probs must be 2-D"),
+])
+def test_object_arrays_of_the_wrong_shape(argument, value, pattern):
+    kwargs = {"draft_probs": [[0.5, 0.5]] * 2, "target_probs": [[0.5, 0.5]] * 3,
+              "draft_tokens": [0, 1]}
+    kwargs[argument] = value
+    with pytest.raises(ValueError, match=pattern):
+        fast_sim(kwargs["draft_probs"], kwargs["target_probs"], kwargs["draft_tokens"], 2,
+                 uniforms=[0.1] * 4)
+
+
 def test_object_arrays_are_read_as_their_items():
     """Object arrays of floats and ints, as the reference takes them (it indexes them
     like lists): the same dict as the reference on the same arrays."""

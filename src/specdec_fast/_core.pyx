@@ -41,9 +41,9 @@ cdef extern from "Python.h":
     Py_ssize_t PyList_GET_SIZE_ptr "PyList_GET_SIZE"(PyObject* op)
     PyObject* PyList_GET_ITEM_ptr "PyList_GET_ITEM"(PyObject* op, Py_ssize_t i)
     PyObject* PyTuple_GET_ITEM_ptr "PyTuple_GET_ITEM"(PyObject* op, Py_ssize_t i)
-    Py_ssize_t PyLong_AsSsize_t_ptr "PyLong_AsSsize_t"(PyObject* op)    # -1 and an error on overflow
-    PyObject* PyErr_Occurred_ptr "PyErr_Occurred"()
-    void PyErr_Clear()
+    # Never raises for an int: an overflow sets *overflow instead.
+    long long PyLong_AsLongLongAndOverflow_ptr "PyLong_AsLongLongAndOverflow"(PyObject* op,
+                                                                               int* overflow)
 
 cdef Rng default_rng = Rng()
 
@@ -115,6 +115,9 @@ cdef object open_matrix(object obj, str name, Py_ssize_t need, Py_ssize_t readab
     m.data = NULL
     m.rows = NULL
     if cnp.PyArray_Check(obj) and cnp.PyArray_TYPE(obj) == cnp.NPY_OBJECT:
+        if not 1 <= cnp.PyArray_NDIM(obj) <= 2:
+            raise ValueError(f"{name} must be 2-D (rows by vocabulary) or a 1-D array of rows, "
+                             f"got {cnp.PyArray_NDIM(obj)}-D")
         obj = list(obj)         # the rows of an object array, read as a sequence's
     if type(obj) is not list and type(obj) is not tuple and not cnp.PyArray_Check(obj):
         if isinstance(obj, (str, bytes)) or not (hasattr(obj, "__len__")
@@ -433,13 +436,16 @@ cdef Py_ssize_t as_token(object item, Py_ssize_t i) except? -2:
 cdef object open_tokens(object tokens):
     """The draft tokens as an integer array, or as a list: the argument itself when it
     holds only exact ints (reading those runs no user code), else a private copy."""
-    if cnp.PyArray_Check(tokens) and cnp.PyArray_TYPE(tokens) != cnp.NPY_OBJECT:
-        if dtype_kind(tokens) not in b"iu" and not (cnp.PyArray_SIZE(tokens) == 0
-                                                    and dtype_kind(tokens) == b"f"):
+    if cnp.PyArray_Check(tokens):
+        if cnp.PyArray_TYPE(tokens) == cnp.NPY_OBJECT:
+            pass                # its items, read as a sequence's (below)
+        elif dtype_kind(tokens) not in b"iu" and not (cnp.PyArray_SIZE(tokens) == 0
+                                                      and dtype_kind(tokens) == b"f"):
             raise TypeError(f"draft_tokens must hold integers, got dtype {tokens.dtype}")
         if cnp.PyArray_NDIM(tokens) != 1:
             raise ValueError(f"draft_tokens must be 1-D, got {cnp.PyArray_NDIM(tokens)}-D")
-        return tokens
+        if cnp.PyArray_TYPE(tokens) != cnp.NPY_OBJECT:
+            return tokens
     if type(tokens) is list and all_exact_ints(tokens):
         return tokens           # reading exact ints runs no user code: no copy needed
     if isinstance(tokens, (str, bytes)) or not hasattr(tokens, "__len__"):
@@ -471,26 +477,29 @@ cdef int read_tokens(object tokens, Py_ssize_t K, Py_ssize_t vocab_size, Py_ssiz
                 raise ValueError(f"draft_tokens[{i}] = {tokens[i]} is outside "
                                  f"[0, vocab_size={vocab_size})")
         return 0
-    if PyList_GET_SIZE(tokens) < K:     # user code (a row's __len__, say) shrank it
-        raise ValueError("draft_tokens changed size while being read")
     for i in range(K):
+        # User code (a row's __len__ before, an __index__ here) may have resized the list.
+        if i >= PyList_GET_SIZE(tokens):
+            raise ValueError("draft_tokens changed size while being read")
         item = PyList_GET_ITEM_ptr(<PyObject*>tokens, i)
         if PyLong_CheckExact_ptr(item):
             out[i] = exact_int_index(item)
-        else:
-            out[i] = as_token(<object>item, i)
+            if 0 <= out[i] < vocab_size:
+                continue
+        token = <object>item        # our own reference: __index__ may drop the list's
+        if not PyLong_CheckExact(token):
+            out[i] = as_token(token, i)
         if not 0 <= out[i] < vocab_size:
-            raise ValueError(f"draft_tokens[{i}] = {tokens[i]!r} is outside "
+            raise ValueError(f"draft_tokens[{i}] = {token!r} is outside "
                              f"[0, vocab_size={vocab_size})")
     return 0
 
 
 cdef inline Py_ssize_t exact_int_index(PyObject* item) noexcept:
     """The value of the exact int ``item``; -1 if it is negative or beyond Py_ssize_t."""
-    cdef Py_ssize_t value = PyLong_AsSsize_t_ptr(item)
-    if value == -1 and PyErr_Occurred_ptr() != NULL:
-        PyErr_Clear()           # an overflow: out of every range
-    return value if value >= 0 else -1
+    cdef int overflow = 0
+    cdef long long value = PyLong_AsLongLongAndOverflow_ptr(item, &overflow)
+    return -1 if overflow or value < 0 or value > PY_SSIZE_T_MAX else <Py_ssize_t>value
 
 
 # --------------------------------------------------------------------------
