@@ -214,6 +214,12 @@ def test_state_round_trip():
     assert b.random(100).tolist() == a.random(100).tolist()
 
 
+def test_state_words_may_be_any_iterable():
+    rng = Rng(1)
+    rng.state = {"bit_generator": "xoshiro256+", "s": iter([1, 2, 3, 4])}
+    assert rng.state["s"] == (1, 2, 3, 4)
+
+
 def test_state_accepts_any_four_nonzero_words():
     rng = Rng(0)
     rng.state = {"bit_generator": "xoshiro256+", "s": [0, 0, 0, 1]}

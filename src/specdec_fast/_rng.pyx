@@ -117,6 +117,7 @@ cdef class Rng:
             raise ValueError(f"state must be a dict with bit_generator={_NAME!r}")
         words = value.get("s")
         try:
+            words = list(words)
             if any(isinstance(w, (bool, float)) for w in words):
                 raise TypeError
             words = [operator.index(w) for w in words]
