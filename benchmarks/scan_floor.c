@@ -3,7 +3,8 @@
  * The matched regime of the drop-in benchmark ends every call with the bonus scan,
  * which must read the target row up to the sampled token.  This program times a
  * loop that does nothing but sum such a prefix (four vector accumulators, as wide
- * as -march=native allows), repeated over the same memory so that it stays in L2:
+ * as the registers -march=native allows), repeated over the same memory so that
+ * it stays in L2:
  * a floor under the scan, whatever the code around it.
  *
  *   cc -O2 -march=native benchmarks/scan_floor.c -o /tmp/scan_floor && /tmp/scan_floor
@@ -16,7 +17,14 @@
 #include <stdlib.h>
 #include <time.h>
 
+/* As wide as the registers -march=native gives: a wider GCC vector would be split. */
+#if defined(__AVX512F__)
 typedef double vec __attribute__((vector_size(64)));
+#elif defined(__AVX__)
+typedef double vec __attribute__((vector_size(32)));
+#else
+typedef double vec __attribute__((vector_size(16)));
+#endif
 #define LANES (sizeof(vec) / sizeof(double))
 #define REPEATS 2001
 
