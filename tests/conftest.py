@@ -23,6 +23,29 @@ KEYS = ["num_draft_tokens", "num_accepted", "acceptance_rate", "tokens",
         "speedup_over_sequential"]
 
 
+# A small case whose reads are known, shared by test_bad_input (the drop-in) and
+# test_batch (as row 2 of a batch): V = 5, K = 3.
+FIVE_V = 5
+FIVE_TOKENS = [1, 2, 3]
+FIVE_Q = [[0.2] * FIVE_V for _ in range(3)]
+FIVE_P = [[0.3, 0.1, 0.1, 0.1, 0.4] for _ in range(3)] + [[0.25, 0.25, 0.25, 0.25, 0.0]]
+# All three accepted (u = 0 < 0.5), bonus u = 0.3 crosses at v = 1:
+# reads p_i[t_i], q_i[t_i] for i < 3 and p_3[0], p_3[1].
+U_ACCEPT = [0.0, 0.0, 0.0, 0.3, 0.5]
+# Position 1 rejected (0.9 >= 0.5): reads p_0[1], q_0[1], whole rows p_1 and q_1.
+U_REJECT = [0.0, 0.9, 0.5, 0.5, 0.5]
+# (argument, row, entry) that the reference reads, or does not, under each.
+READ_ACCEPT = [("target_probs", 0, 1), ("draft_probs", 0, 1), ("target_probs", 1, 2),
+               ("draft_probs", 2, 3), ("target_probs", 2, 3), ("target_probs", 3, 0),
+               ("target_probs", 3, 1)]
+UNREAD_ACCEPT = [("target_probs", 0, 0), ("draft_probs", 1, 0), ("target_probs", 3, 2),
+                 ("target_probs", 3, 4), ("draft_probs", 2, 4), ("target_probs", 1, 4)]
+READ_REJECT = [("target_probs", 1, 0), ("target_probs", 1, 4), ("draft_probs", 1, 0),
+               ("draft_probs", 1, 4), ("target_probs", 0, 1), ("draft_probs", 0, 1),
+               ("target_probs", 1, 2), ("draft_probs", 1, 3)]
+UNREAD_REJECT = [("target_probs", 2, 3), ("draft_probs", 2, 3), ("target_probs", 3, 0),
+                 ("target_probs", 0, 0), ("draft_probs", 0, 4), ("target_probs", 2, 0)]
+
 def run_reference(draft, target, tokens, vocab_size, uniforms):
     """The reference's dict and the number of uniforms it drew."""
     with replaying(uniforms) as replay:

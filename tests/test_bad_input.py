@@ -12,19 +12,11 @@ import pytest
 
 import specdec_fast
 from specdec_fast import Rng
-from conftest import ONE_MINUS, assert_same, run_reference
+from conftest import (FIVE_P as P, FIVE_Q as Q, FIVE_TOKENS as TOKENS, FIVE_V as V, ONE_MINUS,
+                      READ_ACCEPT, READ_REJECT, U_ACCEPT, U_REJECT, UNREAD_ACCEPT,
+                      UNREAD_REJECT, assert_same, run_reference)
 
 fast_sim = specdec_fast.speculative_decode_sim
-
-V = 5
-TOKENS = [1, 2, 3]
-Q = [[0.2] * V for _ in range(3)]
-P = [[0.3, 0.1, 0.1, 0.1, 0.4] for _ in range(3)] + [[0.25, 0.25, 0.25, 0.25, 0.0]]
-# All three accepted (u = 0 < 0.5), bonus u = 0.3 crosses at v = 1:
-# reads p_i[t_i], q_i[t_i] for i < 3 and p_3[0], p_3[1].
-U_ACCEPT = [0.0, 0.0, 0.0, 0.3, 0.5]
-# Position 1 rejected (0.9 >= 0.5): reads p_0[1], q_0[1], whole rows p_1 and q_1.
-U_REJECT = [0.0, 0.9, 0.5, 0.5, 0.5]
 
 
 def base(form):
@@ -41,16 +33,6 @@ def with_value(form, which, i, v, value):
     return draft, target
 
 
-READ_ACCEPT = [("target_probs", 0, 1), ("draft_probs", 0, 1), ("target_probs", 1, 2),
-               ("draft_probs", 2, 3), ("target_probs", 2, 3), ("target_probs", 3, 0),
-               ("target_probs", 3, 1)]
-UNREAD_ACCEPT = [("target_probs", 0, 0), ("draft_probs", 1, 0), ("target_probs", 3, 2),
-                 ("target_probs", 3, 4), ("draft_probs", 2, 4), ("target_probs", 1, 4)]
-READ_REJECT = [("target_probs", 1, 0), ("target_probs", 1, 4), ("draft_probs", 1, 0),
-               ("draft_probs", 1, 4), ("target_probs", 0, 1), ("draft_probs", 0, 1),
-               ("target_probs", 1, 2), ("draft_probs", 1, 3)]
-UNREAD_REJECT = [("target_probs", 2, 3), ("draft_probs", 2, 3), ("target_probs", 3, 0),
-                 ("target_probs", 0, 0), ("draft_probs", 0, 4), ("target_probs", 2, 0)]
 BAD_VALUES = [float("nan"), -0.5, -1e-40, float("inf"), -float("inf")]
 FORMS = ["list", "f64", "f32"]
 

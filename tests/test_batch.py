@@ -30,8 +30,9 @@ import pytest
 
 import specdec_fast
 from specdec_fast import Rng, VerifyResult, verify_batch
-from conftest import (adversarial_uniforms, make_case, plain_uniforms, random_row,
-                      run_reference)
+from conftest import (FIVE_P as P5, FIVE_Q as Q5, FIVE_TOKENS as T5, READ_ACCEPT,
+                      READ_REJECT, U_ACCEPT, U_REJECT, UNREAD_ACCEPT, UNREAD_REJECT,
+                      adversarial_uniforms, make_case, plain_uniforms, random_row, run_reference)
 
 drop_in = specdec_fast.speculative_decode_sim
 
@@ -922,24 +923,8 @@ def test_huge_uint64_token_names_position():
         verify_batch(args["draft_probs"], args["target_probs"], tokens, rng=1)
 
 
-# The drop-in's test_bad_input case, as row 2 of a batch: V=5, K=3, all rows valid except
-# the one value changed.  Which values the reference reads depends on the uniforms.
-V5 = 5
-Q5 = [[0.2] * V5 for _ in range(3)]
-P5 = [[0.3, 0.1, 0.1, 0.1, 0.4] for _ in range(3)] + [[0.25, 0.25, 0.25, 0.25, 0.0]]
-T5 = [1, 2, 3]
-U_ACCEPT = [0.0, 0.0, 0.0, 0.3, 0.5]     # all accepted; bonus crosses at v = 1
-U_REJECT = [0.0, 0.9, 0.5, 0.5, 0.5]     # position 1 rejected: rows 1 read whole
-READ_ACCEPT = [("target_probs", 0, 1), ("draft_probs", 0, 1), ("target_probs", 1, 2),
-               ("draft_probs", 2, 3), ("target_probs", 2, 3), ("target_probs", 3, 0),
-               ("target_probs", 3, 1)]
-UNREAD_ACCEPT = [("target_probs", 0, 0), ("draft_probs", 1, 0), ("target_probs", 3, 2),
-                 ("target_probs", 3, 4), ("draft_probs", 2, 4), ("target_probs", 1, 4)]
-READ_REJECT = [("target_probs", 1, 0), ("target_probs", 1, 4), ("draft_probs", 1, 0),
-               ("draft_probs", 1, 4), ("target_probs", 0, 1), ("draft_probs", 0, 1),
-               ("target_probs", 1, 2), ("draft_probs", 1, 3)]
-UNREAD_REJECT = [("target_probs", 2, 3), ("draft_probs", 2, 3), ("target_probs", 3, 0),
-                 ("target_probs", 0, 0), ("draft_probs", 0, 4), ("target_probs", 2, 0)]
+# The drop-in's test_bad_input case (conftest.FIVE_*), as row 2 of a batch: all rows valid
+# except the one value changed.  Which values the reference reads depends on the uniforms.
 BAD_VALUES = [float("nan"), -0.5, -1e-30, float("inf")]
 
 
