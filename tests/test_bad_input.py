@@ -441,6 +441,16 @@ class Meddler:
         return self.value
 
 
+class ArithmeticMeddler(Meddler):
+    """A Meddler the reference can compute with: its arithmetic runs the action too."""
+
+    def __truediv__(self, other):       # p / q (R3)
+        return float(self) / other
+
+    def __radd__(self, other):          # cum += p (R6)
+        return other + float(self)
+
+
 @pytest.mark.parametrize("V", [5, 300])
 @pytest.mark.parametrize("where", ["accept", "bonus-early", "bonus-late"])
 @pytest.mark.parametrize("action", ["clear-target", "clear-row", "replace-row", "shrink-row",
@@ -448,8 +458,7 @@ class Meddler:
 def test_inputs_mutated_during_the_call(V, where, action):
     """User code run by the call (a __float__) that empties or replaces rows of the
     inputs must not crash it nor make it read freed or missing items: the
-    call either completes on the rows as they were when it started or raises a
-    ValueError saying a row changed size."""
+    call either completes or raises a ValueError saying a row changed size."""
     K = 2
     draft = [[1.0 / V] * V for _ in range(K)]
     target = [[1.0 / V] * V for _ in range(K + 1)]
@@ -474,6 +483,43 @@ def test_inputs_mutated_during_the_call(V, where, action):
     else:
         assert got["num_accepted"] == K + 1
         assert all(0 <= t < V for t in got["tokens"])
+
+
+@pytest.mark.parametrize("where", ["accept", "bonus-early"])
+@pytest.mark.parametrize("new_row", ["list", "float64", "float32", "short-list", "short-array",
+                                     "2-D array", "string"])
+def test_rows_replaced_during_the_call_are_read_as_the_reference_reads_them(where, new_row):
+    """The call reads rows where they are when it reaches them, as the reference does
+    (``target_probs[i][v]``): a row replaced by user code (a __float__) with a full
+    row is read, with the reference's result; one replaced with something shorter
+    or that is not a row raises an error naming the row, never a read out of bounds."""
+    V, K = 300, 2
+    fresh = {
+        "list": lambda: [1.0 / (2 * V)] * (V - 1) + [0.5],
+        "float64": lambda: np.full(V, 1.0 / (2 * V)),
+        "float32": lambda: np.full(V, 1.0 / (2 * V), dtype=np.float32),
+        "short-list": lambda: [0.5] * (V // 2),
+        "short-array": lambda: np.full(V // 2, 0.5),
+        "2-D array": lambda: np.full((V, 2), 0.5),
+        "string": lambda: "x" * V,
+    }[new_row]
+
+    def inputs():
+        draft = [[1.0 / V] * V for _ in range(K)]
+        target = [[1.0 / V] * V for _ in range(K + 1)]
+        i, v = (0, 5) if where == "accept" else (K, 0)
+        target[i][v] = ArithmeticMeddler(1.0 / V, lambda: target.__setitem__(K, fresh()))
+        return draft, target, [5, 6]
+
+    U = [0.0, 0.0, 0.2505]
+    if new_row.startswith("short") or new_row in ("2-D array", "string") or (
+            where == "bonus-early" and new_row != "list"):    # the row being scanned
+        with pytest.raises((TypeError, ValueError), match=r"target_probs\[2\]"):
+            fast_sim(*inputs(), V, uniforms=U)
+        return
+    want, _ = run_reference(*inputs(), V, U)
+    assert_same(fast_sim(*inputs(), V, uniforms=U), want)
+    assert 140 < want["tokens"][-1] < 160     # read from the new row (the old one gives 75)
 
 
 def test_draft_token_replaced_during_the_call_keeps_the_value_read():

@@ -18,7 +18,6 @@ from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact, PyLon
 from cpython.object cimport PyObject
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.ref cimport Py_INCREF
-from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy
 
@@ -41,9 +40,10 @@ cdef extern from "Python.h":
     Py_ssize_t PyList_GET_SIZE_ptr "PyList_GET_SIZE"(PyObject* op)
     PyObject* PyList_GET_ITEM_ptr "PyList_GET_ITEM"(PyObject* op, Py_ssize_t i)
     PyObject* PyTuple_GET_ITEM_ptr "PyTuple_GET_ITEM"(PyObject* op, Py_ssize_t i)
-    # Never raises for an int: an overflow sets *overflow instead.
-    long long PyLong_AsLongLongAndOverflow_ptr "PyLong_AsLongLongAndOverflow"(PyObject* op,
-                                                                               int* overflow)
+
+cdef extern from "exact_int.h":
+    # An exact int's value if it is in [0, PY_SSIZE_T_MAX], else -1; never raises.
+    Py_ssize_t specdec_exact_index(PyObject* op) noexcept
 
 cdef Rng default_rng = Rng()
 
@@ -65,8 +65,8 @@ cdef struct Matrix:
     char* data              # a 2-D array: row i at data + i * row_stride; else NULL
     Py_ssize_t row_stride
     bint single             # elements are float32 (else float64)
-    PyObject* rows          # when data is NULL: a tuple of the rows the call may read
-    Py_ssize_t nrows        # rows in the argument (some may be beyond ``rows``)
+    PyObject* rows          # when data is NULL: the list or tuple of rows, read live
+    Py_ssize_t nrows        # rows in the argument when the call began
 
 
 cdef inline char dtype_kind(object arr):
@@ -111,34 +111,27 @@ cdef object open_matrix(object obj, str name, Py_ssize_t need, Py_ssize_t readab
     checked.  Returns the object that keeps ``m``'s memory alive.
     """
     cdef cnp.ndarray arr
+    cdef PyObject* row
     cdef Py_ssize_t i
     m.data = NULL
     m.rows = NULL
-    if cnp.PyArray_Check(obj) and cnp.PyArray_TYPE(obj) == cnp.NPY_OBJECT:
-        if not 1 <= cnp.PyArray_NDIM(obj) <= 2:
-            raise ValueError(f"{name} must be 2-D (rows by vocabulary) or a 1-D array of rows, "
-                             f"got {cnp.PyArray_NDIM(obj)}-D")
-        obj = list(obj)         # the rows of an object array, read as a sequence's
-    if type(obj) is not list and type(obj) is not tuple and not cnp.PyArray_Check(obj):
-        if isinstance(obj, (str, bytes)) or not (hasattr(obj, "__len__")
-                                                  or hasattr(obj, "__array__")):
-            raise TypeError(f"{name} must be a sequence of rows or a 2-D array, "
-                            f"not {type(obj).__name__}")
-        if hasattr(obj, "__array__") or is_buffer(obj):
-            obj = as_real_array(obj, name)
-    if not cnp.PyArray_Check(obj):
-        if type(obj) is not list and type(obj) is not tuple:
-            obj = list(obj)
+    if type(obj) is not list and type(obj) is not tuple:
+        obj = rows_or_array(obj, name)
+    if type(obj) is list or type(obj) is tuple:
         m.nrows = PySequence_Fast_GET_SIZE(obj)
         if m.nrows < need:
             raise ValueError(f"{name} has {m.nrows} rows, fewer than the {need} it needs")
-        # A private tuple of the rows the call reads: user code run by the call
-        # (a __float__, say) cannot remove or replace them under us.
-        rows = obj if type(obj) is tuple else row_tuple(obj, min(m.nrows, readable))
-        m.rows = <PyObject*>rows
+        # The rows are read where they are, as the reference reads them; each
+        # read checks the row is still there (user code run by the call, a
+        # __float__ say, may have removed or shortened it).
+        m.rows = <PyObject*>obj
         for i in range(min(m.nrows, readable)):
-            check_row(<object>PyTuple_GET_ITEM_ptr(<PyObject*>rows, i), name, i, vocab_size)
-        return rows
+            if i < PySequence_Fast_GET_SIZE(obj):       # user code may have shrunk it
+                row = PySequence_Fast_ITEMS(obj)[i]
+                if PyList_CheckExact_ptr(row) and PyList_GET_SIZE_ptr(row) >= vocab_size:
+                    continue
+            check_row(row_at(m, i, name), name, i, vocab_size)
+        return obj
     arr = as_real_array(obj, name)
     if cnp.PyArray_NDIM(arr) != 2:
         raise ValueError(f"{name} must be 2-D (rows by vocabulary), got {cnp.PyArray_NDIM(arr)}-D")
@@ -154,35 +147,61 @@ cdef object open_matrix(object obj, str name, Py_ssize_t need, Py_ssize_t readab
     return arr
 
 
-cdef tuple row_tuple(list rows, Py_ssize_t count):
-    """The first ``count`` items of ``rows`` as a new tuple."""
-    cdef tuple snapshot = PyTuple_New(count)
-    cdef PyObject** items = PySequence_Fast_ITEMS(rows)
-    cdef Py_ssize_t i
-    for i in range(count):
-        Py_INCREF(<object>items[i])
-        PyTuple_SET_ITEM(snapshot, i, <object>items[i])
-    return snapshot
+cdef object rows_or_array(object obj, str name):
+    """A matrix argument that is not a list or tuple: an array to read in place,
+    or a private list of its rows."""
+    if cnp.PyArray_Check(obj) and cnp.PyArray_TYPE(obj) == cnp.NPY_OBJECT:
+        if not 1 <= cnp.PyArray_NDIM(obj) <= 2:
+            raise ValueError(f"{name} must be 2-D (rows by vocabulary) or a 1-D array of rows, "
+                             f"got {cnp.PyArray_NDIM(obj)}-D")
+        return list(obj)        # the rows of an object array, read as a sequence's
+    if cnp.PyArray_Check(obj):
+        return obj
+    if isinstance(obj, (str, bytes)) or not (hasattr(obj, "__len__") or hasattr(obj, "__array__")):
+        raise TypeError(f"{name} must be a sequence of rows or a 2-D array, "
+                        f"not {type(obj).__name__}")
+    if hasattr(obj, "__array__") or is_buffer(obj):
+        return as_real_array(obj, name)
+    return list(obj)
+
+
+cdef object row_at(Matrix* m, Py_ssize_t i, str name):
+    """Row ``i`` of a matrix of rows as it is now, checked to be there."""
+    if i >= PySequence_Fast_GET_SIZE(<object>m.rows):
+        raise ValueError(f"{name} changed size while being read")
+    return <object>PySequence_Fast_ITEMS(<object>m.rows)[i]
+
+
+cdef object held_row(Matrix* m, Py_ssize_t i, Py_ssize_t n, str name):
+    """Row ``i`` as it is now, checked to still hold ``n`` entries."""
+    cdef object row = row_at(m, i, name)
+    if (PyList_GET_SIZE(row) if type(row) is list else row_length(row, name, i)) < n:
+        raise ValueError(f"{name}[{i}] changed size while being read")
+    return row
 
 
 cdef int check_row(object row, str name, Py_ssize_t i, Py_ssize_t vocab_size) except -1:
     """A row must be a 1-D sequence with at least ``vocab_size`` entries."""
-    cdef Py_ssize_t length
-    if type(row) is list:
-        length = PyList_GET_SIZE(row)
-    else:
-        if cnp.PyArray_Check(row):
-            if cnp.PyArray_NDIM(row) != 1:
-                raise ValueError(f"{name}[{i}] must be 1-D, got {cnp.PyArray_NDIM(row)}-D")
-            if dtype_kind(row) not in b"fiubO":     # objects: read one by one
-                raise TypeError(f"{name}[{i}] must hold real numbers, got dtype {row.dtype}")
-        elif isinstance(row, (str, bytes)) or not hasattr(row, "__len__"):
-            raise TypeError(f"{name}[{i}] must be a sequence of probabilities, "
-                            f"not {type(row).__name__}")
-        length = len(row)
+    cdef Py_ssize_t length = row_length(row, name, i)
     if length < vocab_size:
         raise ValueError(f"{name}[{i}] has {length} entries, fewer than vocab_size={vocab_size}")
     return 0
+
+
+cdef Py_ssize_t row_length(object row, str name, Py_ssize_t i) except -1:
+    """The length of a row, checked to be a 1-D sequence of numbers."""
+    if type(row) is list or type(row) is tuple:
+        return PySequence_Fast_GET_SIZE(row)
+    if cnp.PyArray_Check(row):
+        if cnp.PyArray_NDIM(row) != 1:
+            raise ValueError(f"{name}[{i}] must be 1-D, got {cnp.PyArray_NDIM(row)}-D")
+        if dtype_kind(row) not in b"fiubO":     # objects: read one by one
+            raise TypeError(f"{name}[{i}] must hold real numbers, got dtype {row.dtype}")
+        return cnp.PyArray_DIM(row, 0)
+    if isinstance(row, (str, bytes)) or not hasattr(row, "__len__"):
+        raise TypeError(f"{name}[{i}] must be a sequence of probabilities, "
+                        f"not {type(row).__name__}")
+    return len(row)
 
 
 cdef double as_real(object item, str name, Py_ssize_t i, Py_ssize_t v) except? -1.0:
@@ -200,33 +219,26 @@ cdef double as_real(object item, str name, Py_ssize_t i, Py_ssize_t v) except? -
                         f"not {type(item).__name__}") from None
 
 
-cdef object row_object(Matrix* m, Py_ssize_t i, Py_ssize_t v, str name):
-    """Row ``i`` of a matrix of rows, checked to still hold entry ``v``."""
-    cdef object row = <object>PyTuple_GET_ITEM_ptr(m.rows, i)
-    if type(row) is list and PyList_GET_SIZE(row) <= v:
-        raise ValueError(f"{name}[{i}] changed size while being read")
-    return row
-
-
-cdef double read_entry(Matrix* m, Py_ssize_t i, Py_ssize_t v, str name) except? -1.0:
+cdef inline double read_entry(Matrix* m, Py_ssize_t i, Py_ssize_t v, str name) except? -1.0:
     """Entry ``[i][v]`` of the matrix (bounds already checked)."""
     cdef char* data
-    cdef PyObject* row_ptr
+    cdef PyObject* row
     cdef PyObject* item
     if m.data != NULL:
         data = m.data + i * m.row_stride
         return (<float*>data)[v] if m.single else (<double*>data)[v]
-    row_ptr = PyTuple_GET_ITEM_ptr(m.rows, i)
-    if PyList_CheckExact_ptr(row_ptr) and v < PyList_GET_SIZE_ptr(row_ptr):
-        item = PyList_GET_ITEM_ptr(row_ptr, v)
-        if PyFloat_CheckExact_ptr(item):
-            return PyFloat_AS_DOUBLE_ptr(item)
+    if i < PySequence_Fast_GET_SIZE(<object>m.rows):
+        row = PySequence_Fast_ITEMS(<object>m.rows)[i]
+        if PyList_CheckExact_ptr(row) and v < PyList_GET_SIZE_ptr(row):
+            item = PyList_GET_ITEM_ptr(row, v)
+            if PyFloat_CheckExact_ptr(item):
+                return PyFloat_AS_DOUBLE_ptr(item)
     return read_entry_object(m, i, v, name)
 
 
 cdef double read_entry_object(Matrix* m, Py_ssize_t i, Py_ssize_t v, str name) except? -1.0:
     """``read_entry`` of a row or item that is not a list or float."""
-    cdef object row = row_object(m, i, v, name)
+    cdef object row = held_row(m, i, v + 1, name)
     cdef PyObject* item
     if type(row) is list or type(row) is tuple:
         item = PySequence_Fast_ITEMS(row)[v]
@@ -258,8 +270,8 @@ cdef object open_row(Matrix* m, Py_ssize_t i, Py_ssize_t n, str name, Row* r):
         r.data = m.data + i * m.row_stride
         r.single = m.single
         return None
-    row = <object>PyTuple_GET_ITEM_ptr(m.rows, i)
-    if cnp.PyArray_Check(row) and in_place_dtype(row):
+    row = held_row(m, i, n, name)
+    if type(row) is not list and cnp.PyArray_Check(row) and in_place_dtype(row):
         r.data = cnp.PyArray_DATA(row)
         r.single = cnp.PyArray_TYPE(row) == cnp.NPY_FLOAT
         return row
@@ -280,17 +292,24 @@ cdef int read_items(Matrix* m, Py_ssize_t i, object row, Py_ssize_t n, double* o
                     str name) except -1:
     """The first ``n`` items of a list or tuple row, read through its item array."""
     cdef PyObject** items
-    cdef Py_ssize_t v
-    row_object(m, i, n - 1, name)      # user code may have run since the row was checked
-    items = PySequence_Fast_ITEMS(row)
-    for v in range(n):
-        if PyFloat_CheckExact_ptr(items[v]):
-            out[v] = PyFloat_AS_DOUBLE_ptr(items[v])
-        else:
+    cdef Py_ssize_t v = 0
+    while v < n:
+        items = PySequence_Fast_ITEMS(row)
+        v = copy_floats(items, v, n, out)
+        if v < n:
             out[v] = as_real(<object>items[v], name, i, v)
-            row_object(m, i, n - 1, name)      # user code ran: re-check the row
-            items = PySequence_Fast_ITEMS(row)
+            v += 1
+            row = items_row(m, i, n, name)      # user code ran: the row as it is now
     return 0
+
+
+cdef object items_row(Matrix* m, Py_ssize_t i, Py_ssize_t n, str name):
+    """Row ``i`` as it is now, read item by item: still a list or tuple of at
+    least ``n`` entries (user code run by the call may have replaced it)."""
+    cdef object row = held_row(m, i, n, name)
+    if type(row) is not list and type(row) is not tuple:
+        raise ValueError(f"{name}[{i}] was replaced while being read")
+    return row
 
 
 cdef int widen_row(Row* r, Py_ssize_t n) except -1:
@@ -436,6 +455,8 @@ cdef Py_ssize_t as_token(object item, Py_ssize_t i) except? -2:
 cdef object open_tokens(object tokens):
     """The draft tokens as an integer array, or as a list: the argument itself when it
     holds only exact ints (reading those runs no user code), else a private copy."""
+    if type(tokens) is list and all_exact_ints(tokens):
+        return tokens           # reading exact ints runs no user code: no copy needed
     if cnp.PyArray_Check(tokens):
         if cnp.PyArray_TYPE(tokens) == cnp.NPY_OBJECT:
             pass                # its items, read as a sequence's (below)
@@ -446,8 +467,6 @@ cdef object open_tokens(object tokens):
             raise ValueError(f"draft_tokens must be 1-D, got {cnp.PyArray_NDIM(tokens)}-D")
         if cnp.PyArray_TYPE(tokens) != cnp.NPY_OBJECT:
             return tokens
-    if type(tokens) is list and all_exact_ints(tokens):
-        return tokens           # reading exact ints runs no user code: no copy needed
     if isinstance(tokens, (str, bytes)) or not hasattr(tokens, "__len__"):
         raise TypeError(f"draft_tokens must be a sequence of ints, not {type(tokens).__name__}")
     return list(tokens)         # a private copy: __index__ cannot resize it under us
@@ -467,7 +486,7 @@ cdef int read_tokens(object tokens, Py_ssize_t K, Py_ssize_t vocab_size, Py_ssiz
     cdef Py_ssize_t i
     cdef cnp.ndarray arr
     cdef PyObject* item
-    if cnp.PyArray_Check(tokens):
+    if type(tokens) is not list:        # an integer array (open_tokens)
         arr = tokens
         if cnp.PyArray_TYPE(arr) != cnp.NPY_INTP or not cnp.PyArray_ISCARRAY_RO(arr):
             arr = np.ascontiguousarray(tokens, dtype=np.intp)
@@ -483,7 +502,7 @@ cdef int read_tokens(object tokens, Py_ssize_t K, Py_ssize_t vocab_size, Py_ssiz
             raise ValueError("draft_tokens changed size while being read")
         item = PyList_GET_ITEM_ptr(<PyObject*>tokens, i)
         if PyLong_CheckExact_ptr(item):
-            out[i] = exact_int_index(item)
+            out[i] = specdec_exact_index(item)
             if 0 <= out[i] < vocab_size:
                 continue
         token = <object>item        # our own reference: __index__ may drop the list's
@@ -493,13 +512,6 @@ cdef int read_tokens(object tokens, Py_ssize_t K, Py_ssize_t vocab_size, Py_ssiz
             raise ValueError(f"draft_tokens[{i}] = {token!r} is outside "
                              f"[0, vocab_size={vocab_size})")
     return 0
-
-
-cdef inline Py_ssize_t exact_int_index(PyObject* item) noexcept:
-    """The value of the exact int ``item``; -1 if it is negative or beyond Py_ssize_t."""
-    cdef int overflow = 0
-    cdef long long value = PyLong_AsLongLongAndOverflow_ptr(item, &overflow)
-    return -1 if overflow or value < 0 or value > PY_SSIZE_T_MAX else <Py_ssize_t>value
 
 
 # --------------------------------------------------------------------------
@@ -547,8 +559,8 @@ cdef Py_ssize_t sample_cumulative(Matrix* target, Py_ssize_t i, Py_ssize_t n, do
     cdef Py_ssize_t token, bad = 0, v
     cdef double cum = 0.0, x
     cdef Row p
-    row = None if target.data != NULL else <object>PyTuple_GET_ITEM_ptr(target.rows, i)
-    if row is None or (cnp.PyArray_Check(row) and in_place_dtype(row)):
+    row = None if target.data != NULL else held_row(target, i, n, "target_probs")
+    if row is None or (type(row) is not list and cnp.PyArray_Check(row) and in_place_dtype(row)):
         keep = open_row(target, i, n, "target_probs", &p)
         if p.single:
             token = cumulative_sample(<const float*>p.data, n, u, &bad)
@@ -628,7 +640,6 @@ cdef Py_ssize_t sample_cumulative_items(Matrix* target, Py_ssize_t i, object row
     cdef PyObject** items
     cdef Py_ssize_t filled = 0, size = 0, chunk = FIRST_CHUNK, start, stop, token, bad = 0
     cdef double total = 0.0
-    row_object(target, i, n - 1, "target_probs")   # user code may have run since the check
     items = PySequence_Fast_ITEMS(row)
     # Over a few items the reference's own running sum is as quick as reading
     # ahead, and exact by construction.
@@ -637,7 +648,7 @@ cdef Py_ssize_t sample_cumulative_items(Matrix* target, Py_ssize_t i, object row
             first[filled] = PyFloat_AS_DOUBLE_ptr(items[filled])
         else:
             first[filled] = as_real(<object>items[filled], "target_probs", i, filled)
-            row_object(target, i, n - 1, "target_probs")     # user code ran
+            row = items_row(target, i, n, "target_probs")     # user code ran
             items = PySequence_Fast_ITEMS(row)
         check_probability(first[filled], "target_probs", i, filled)
         total += first[filled]
@@ -675,7 +686,7 @@ cdef Py_ssize_t sample_cumulative_items(Matrix* target, Py_ssize_t i, object row
                 values[filled] = as_real(<object>items[filled], "target_probs", i, filled)
                 total += values[filled]
                 filled += 1
-                row_object(target, i, n - 1, "target_probs")     # user code ran
+                row = items_row(target, i, n, "target_probs")     # user code ran
         token = cumulative_sample(values, filled, u, &bad)
         if token == BAD_TARGET:
             raise bad_probability("target_probs", i, bad, values[bad])
@@ -776,7 +787,7 @@ cdef list token_list(const Py_ssize_t* out, Py_ssize_t n, object drafted):
             item = NULL
             if type(drafted) is list and i < PyList_GET_SIZE(drafted):
                 item = PyList_GET_ITEM(drafted, i)
-                if not (PyLong_CheckExact_ptr(item) and exact_int_index(item) == out[i]):
+                if not (PyLong_CheckExact_ptr(item) and specdec_exact_index(item) == out[i]):
                     item = NULL
         token = <object>item if item != NULL else PyLong_FromSsize_t(out[i])
         Py_INCREF(token)                # PyList_SET_ITEM steals a reference
