@@ -5,6 +5,7 @@ at each visited position, the whole rows p_i and q_i at a rejection (R4),
 p_K[0..crossing] for the bonus (R6).  Values the reference does not read
 never raise unless ``check_all=True`` (R5).
 """
+import gc
 import math
 
 import numpy as np
@@ -450,6 +451,12 @@ class ArithmeticMeddler(Meddler):
     def __radd__(self, other):          # cum += p (R6)
         return other + float(self)
 
+    def __sub__(self, other):           # p - q (R4)
+        return float(self) - other
+
+    def __rsub__(self, other):
+        return other - float(self)
+
 
 @pytest.mark.parametrize("V", [5, 300])
 @pytest.mark.parametrize("where", ["accept", "bonus-early", "bonus-late"])
@@ -485,21 +492,25 @@ def test_inputs_mutated_during_the_call(V, where, action):
         assert all(0 <= t < V for t in got["tokens"])
 
 
-@pytest.mark.parametrize("where", ["accept", "bonus-early"])
-@pytest.mark.parametrize("new_row", ["list", "float64", "float32", "short-list", "short-array",
-                                     "2-D array", "string"])
+@pytest.mark.parametrize("where", ["accept", "bonus-early", "bonus-late"])
+@pytest.mark.parametrize("new_row", ["list", "tuple", "float64", "float32", "short-list",
+                                     "short-array", "empty", "2-D array", "string"])
 def test_rows_replaced_during_the_call_are_read_as_the_reference_reads_them(where, new_row):
     """The call reads rows where they are when it reaches them, as the reference does
-    (``target_probs[i][v]``): a row replaced by user code (a __float__) with a full
-    row is read, with the reference's result; one replaced with something shorter
-    or that is not a row raises an error naming the row, never a read out of bounds."""
+    (``target_probs[i][v]``): a row that user code (a __float__) replaces while the
+    call runs, even the row being scanned, is read from then on, with the
+    reference's result; where the reference fails on the new row (an entry it
+    needs is missing, or is not a number) the call raises an error naming the row,
+    never reading out of bounds."""
     V, K = 300, 2
     fresh = {
         "list": lambda: [1.0 / (2 * V)] * (V - 1) + [0.5],
+        "tuple": lambda: tuple([1.0 / (2 * V)] * (V - 1) + [0.5]),
         "float64": lambda: np.full(V, 1.0 / (2 * V)),
         "float32": lambda: np.full(V, 1.0 / (2 * V), dtype=np.float32),
-        "short-list": lambda: [0.5] * (V // 2),
-        "short-array": lambda: np.full(V // 2, 0.5),
+        "short-list": lambda: [0.125] * 4,          # the scan crosses within it
+        "short-array": lambda: np.full(4, 0.125),
+        "empty": lambda: [],
         "2-D array": lambda: np.full((V, 2), 0.5),
         "string": lambda: "x" * V,
     }[new_row]
@@ -507,35 +518,107 @@ def test_rows_replaced_during_the_call_are_read_as_the_reference_reads_them(wher
     def inputs():
         draft = [[1.0 / V] * V for _ in range(K)]
         target = [[1.0 / V] * V for _ in range(K + 1)]
-        i, v = (0, 5) if where == "accept" else (K, 0)
+        i, v = {"accept": (0, 5), "bonus-early": (K, 0), "bonus-late": (K, 70)}[where]
         target[i][v] = ArithmeticMeddler(1.0 / V, lambda: target.__setitem__(K, fresh()))
         return draft, target, [5, 6]
 
     U = [0.0, 0.0, 0.2505]
-    if new_row.startswith("short") or new_row in ("2-D array", "string") or (
-            where == "bonus-early" and new_row != "list"):    # the row being scanned
+    try:
+        want, _ = run_reference(*inputs(), V, U)
+    except (TypeError, ValueError, IndexError):
         with pytest.raises((TypeError, ValueError), match=r"target_probs\[2\]"):
             fast_sim(*inputs(), V, uniforms=U)
         return
-    want, _ = run_reference(*inputs(), V, U)
     assert_same(fast_sim(*inputs(), V, uniforms=U), want)
-    assert 140 < want["tokens"][-1] < 160     # read from the new row (the old one gives 75)
 
 
-def test_draft_token_replaced_during_the_call_keeps_the_value_read():
-    """Accepted tokens come back with the values the call read, even when user code
-    (a __float__) replaced the list's int objects in the meantime."""
-    V, K = 1000, 2
-    tokens = [700, 800]
+@pytest.mark.parametrize("meddler_in", ["target", "draft"])
+@pytest.mark.parametrize("new_row", ["zeros", "float64", "short-list"])
+def test_rows_replaced_during_a_residual_are_read_in_the_reference_order(meddler_in, new_row):
+    """The residual reads ``target_probs[i][v]`` and ``draft_probs[i][v]`` in turn, as
+    the reference does: when user code run at entry v (the target's or the draft's)
+    replaces the other matrix's row, entries from v + 1 on come from the new row."""
+    V = 300
+
+    def inputs():
+        draft = [[1.0 / V] * V, [1.0 / V] * V]
+        target = [[0.0] * (V // 2) + [2.0 / V] * (V // 2), [1.0 / V] * V]   # token 5: p = 0
+        rows, other = (target, draft) if meddler_in == "target" else (draft, target)
+        fresh = {"zeros": lambda: [0.0] * V, "float64": lambda: np.full(V, 2.0 / V),
+                 "short-list": lambda: [0.0] * (V // 2)}[new_row]
+        rows[0][200] = ArithmeticMeddler(rows[0][200],
+                                         lambda: other.__setitem__(0, fresh()))
+        return draft, target, [5, 6]
+
+    U = [0.5, 0.6]
+    try:
+        want, _ = run_reference(*inputs(), V, U)
+    except (TypeError, ValueError, IndexError):
+        with pytest.raises(ValueError, match=r"_probs\[0\] changed size"):
+            fast_sim(*inputs(), V, uniforms=U)
+        return
+    assert want["num_accepted"] == 1            # the correction token, no bonus
+    assert_same(fast_sim(*inputs(), V, uniforms=U), want)
+
+
+@pytest.mark.parametrize("where", ["accept-target", "accept-draft", "residual", "bonus-serial",
+                                   "bonus-read-ahead", "check_all"])
+def test_entry_that_drops_itself_and_is_not_a_number(where):
+    """An entry whose __float__ removes it from its row (dropping the row's reference,
+    its last one) and returns something that is not a number: the call must hold its
+    own reference while converting it, and report a TypeError naming the position
+    (reading the freed object instead once gave 'frame' object errors or a crash)."""
+    V, K = 300, 1
     draft = [[1.0 / V] * V for _ in range(K)]
     target = [[1.0 / V] * V for _ in range(K + 1)]
-    target[0][700] = Meddler(1.0 / V, lambda: tokens.__setitem__(slice(None), [900, 950]))
-    got = fast_sim(draft, target, [*tokens], V, uniforms=[0.0, 0.0, 0.5])
-    want_tokens = fast_sim(draft, target, [700, 800], V, uniforms=[0.0, 0.0, 0.5])["tokens"]
-    assert got["tokens"][:2] == [700, 800] == want_tokens[:2]
-    tokens[:] = [700, 800]
-    got = fast_sim(draft, target, tokens, V, uniforms=[0.0, 0.0, 0.5])
-    assert got["tokens"][:2] == [700, 800] and tokens == [900, 950]
+    matrix, i, v, U, check_all = {
+        "accept-target": (target, 0, 5, [0.5, 0.5], False),
+        "accept-draft": (draft, 0, 5, [0.5, 0.5], False),
+        "residual": (target, 0, 200, [0.999, 0.5], False),
+        "bonus-serial": (target, 1, 10, [0.0, 0.5], False),
+        "bonus-read-ahead": (target, 1, 100, [0.0, 0.5], False),
+        "check_all": (target, 1, 250, [0.0, 0.1], True),
+    }[where]
+    if where == "residual":
+        target[0][5] = 0.5 / V                  # p / q = 0.5 < 0.999: rejected
+
+    class SelfRemover:
+        def __float__(self):
+            matrix[i][v] = 1.0 / V              # the row's reference to self, the last one
+            gc.collect()
+            return "not a number"
+
+    matrix[i][v] = SelfRemover()
+    name = "target_probs" if matrix is target else "draft_probs"
+    with pytest.raises(TypeError, match=rf"{name}\[{i}\]\[{v}\] must be a real number, "
+                                        r"not SelfRemover"):
+        fast_sim(draft, target, [5], V, uniforms=U, check_all=check_all)
+
+
+@pytest.mark.parametrize("tokens_form", ["list", "copy"])
+def test_draft_tokens_replaced_during_the_call_are_read_as_the_reference_reads_them(tokens_form):
+    """The reference reads ``draft_tokens[i]`` when position i comes: a token that
+    user code (a __float__) replaces meanwhile is read as it is then, and comes back
+    as the value read; a copy of the list passed instead is not affected."""
+    V, K = 1000, 2
+
+    def inputs():
+        tokens = [700, 800]
+        draft = [[1.0 / V] * V for _ in range(K)]
+        target = [[1.0 / V] * V for _ in range(K + 1)]
+        target[0][700] = ArithmeticMeddler(1.0 / V,
+                                           lambda: tokens.__setitem__(slice(None), [900, 950]))
+        return draft, target, (tokens if tokens_form == "list" else [*tokens]), tokens
+
+    U = [0.0, 0.0, 0.5]
+    draft, target, passed, tokens = inputs()
+    want, _ = run_reference(draft, target, passed, V, U)
+    assert tokens == [900, 950]
+    draft, target, passed, tokens = inputs()
+    got = fast_sim(draft, target, passed, V, uniforms=U)
+    assert tokens == [900, 950]
+    assert_same(got, want)
+    assert want["tokens"][:2] == ([700, 950] if tokens_form == "list" else [700, 800])
 
 
 class Index:

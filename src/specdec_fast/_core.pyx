@@ -33,10 +33,13 @@ cdef extern from "Python.h":
     # Borrowed-pointer forms of the item macros, so hot loops do no refcounting.
     PyObject** PySequence_Fast_ITEMS(object seq)
     Py_ssize_t PySequence_Fast_GET_SIZE(object seq)
+    PyObject** PySequence_Fast_ITEMS_ptr "PySequence_Fast_ITEMS"(PyObject* seq)
+    Py_ssize_t PySequence_Fast_GET_SIZE_ptr "PySequence_Fast_GET_SIZE"(PyObject* seq)
     bint PyFloat_CheckExact_ptr "PyFloat_CheckExact"(PyObject* op)
     double PyFloat_AS_DOUBLE_ptr "PyFloat_AS_DOUBLE"(PyObject* op)
     bint PyLong_CheckExact_ptr "PyLong_CheckExact"(PyObject* op)
     bint PyList_CheckExact_ptr "PyList_CheckExact"(PyObject* op)
+    bint PyTuple_CheckExact_ptr "PyTuple_CheckExact"(PyObject* op)
     Py_ssize_t PyList_GET_SIZE_ptr "PyList_GET_SIZE"(PyObject* op)
     PyObject* PyList_GET_ITEM_ptr "PyList_GET_ITEM"(PyObject* op, Py_ssize_t i)
     PyObject* PyTuple_GET_ITEM_ptr "PyTuple_GET_ITEM"(PyObject* op, Py_ssize_t i)
@@ -165,11 +168,16 @@ cdef object rows_or_array(object obj, str name):
     return list(obj)
 
 
+cdef inline Py_ssize_t row_count(Matrix* m) noexcept:
+    """The number of rows now (code run by the call may have added or removed some)."""
+    return m.nrows if m.data != NULL else PySequence_Fast_GET_SIZE_ptr(m.rows)
+
+
 cdef object row_at(Matrix* m, Py_ssize_t i, str name):
     """Row ``i`` of a matrix of rows as it is now, checked to be there."""
-    if i >= PySequence_Fast_GET_SIZE(<object>m.rows):
+    if i >= PySequence_Fast_GET_SIZE_ptr(m.rows):
         raise ValueError(f"{name} changed size while being read")
-    return <object>PySequence_Fast_ITEMS(<object>m.rows)[i]
+    return <object>PySequence_Fast_ITEMS_ptr(m.rows)[i]
 
 
 cdef object held_row(Matrix* m, Py_ssize_t i, Py_ssize_t n, str name):
@@ -219,114 +227,122 @@ cdef double as_real(object item, str name, Py_ssize_t i, Py_ssize_t v) except? -
                         f"not {type(item).__name__}") from None
 
 
-cdef inline double read_entry(Matrix* m, Py_ssize_t i, Py_ssize_t v, str name) except? -1.0:
-    """Entry ``[i][v]`` of the matrix (bounds already checked)."""
+cdef inline bint quick_entry(Matrix* m, Py_ssize_t i, Py_ssize_t v, double* x) noexcept:
+    """Entry ``[i][v]`` into ``x`` when reading it runs no user code (an array's
+    entry, or an exact float in a list row); else False."""
     cdef char* data
     cdef PyObject* row
     cdef PyObject* item
     if m.data != NULL:
         data = m.data + i * m.row_stride
-        return (<float*>data)[v] if m.single else (<double*>data)[v]
-    if i < PySequence_Fast_GET_SIZE(<object>m.rows):
-        row = PySequence_Fast_ITEMS(<object>m.rows)[i]
+        x[0] = (<float*>data)[v] if m.single else (<double*>data)[v]
+        return True
+    if i < PySequence_Fast_GET_SIZE_ptr(m.rows):
+        row = PySequence_Fast_ITEMS_ptr(m.rows)[i]
         if PyList_CheckExact_ptr(row) and v < PyList_GET_SIZE_ptr(row):
             item = PyList_GET_ITEM_ptr(row, v)
             if PyFloat_CheckExact_ptr(item):
-                return PyFloat_AS_DOUBLE_ptr(item)
-    return read_entry_object(m, i, v, name)
+                x[0] = PyFloat_AS_DOUBLE_ptr(item)
+                return True
+    return False
 
 
-cdef double read_entry_object(Matrix* m, Py_ssize_t i, Py_ssize_t v, str name) except? -1.0:
-    """``read_entry`` of a row or item that is not a list or float."""
-    cdef object row = held_row(m, i, v + 1, name)
-    cdef PyObject* item
+cdef inline double read_entry(Matrix* m, Py_ssize_t i, Py_ssize_t v, str name) except? -1.0:
+    """Entry ``[i][v]`` of the matrix as a double."""
+    cdef double x
+    if quick_entry(m, i, v, &x):
+        return x
+    return as_real(entry_object(m, i, v, name), name, i, v)
+
+
+cdef object entry_object(Matrix* m, Py_ssize_t i, Py_ssize_t v, str name):
+    """Entry ``[i][v]`` as the object the reference holds before computing with it:
+    fetched from the row as it is now, not converted."""
+    cdef object row
+    if m.data != NULL:
+        return read_entry(m, i, v, name)
+    row = held_row(m, i, v + 1, name)
     if type(row) is list or type(row) is tuple:
-        item = PySequence_Fast_ITEMS(row)[v]
-        if PyFloat_CheckExact_ptr(item):
-            return PyFloat_AS_DOUBLE_ptr(item)
-        return as_real(<object>item, name, i, v)
+        return <object>PySequence_Fast_ITEMS(row)[v]
     if cnp.PyArray_Check(row) and in_place_dtype(row):
         if cnp.PyArray_TYPE(row) == cnp.NPY_FLOAT:
             return (<float*>cnp.PyArray_GETPTR1(row, v))[0]
         return (<double*>cnp.PyArray_GETPTR1(row, v))[0]
-    return as_real(row[v], name, i, v)
+    return row[v]
 
 
 cdef struct Row:
-    const void* data        # contiguous elements
+    const void* data        # contiguous elements, or NULL
     bint single             # float32 (else float64)
-    double* owned           # a buffer to free, or NULL
 
 
-cdef object open_row(Matrix* m, Py_ssize_t i, Py_ssize_t n, str name, Row* r):
-    """Row ``i`` as contiguous memory, copied only when it must be.
-
-    Returns the object that owns ``r.data`` (keep it while using the row).
-    """
+cdef object in_place_row(Matrix* m, Py_ssize_t i, Py_ssize_t n, str name, Row* r):
+    """Row ``i`` as contiguous memory when it is an array of at least ``n`` entries
+    read in place (else ``r.data`` is NULL).  Returns the row (None for a 2-D array)."""
     cdef object row
-    cdef Py_ssize_t v
-    r.owned = NULL
+    r.data = NULL
+    r.single = False
     if m.data != NULL:
         r.data = m.data + i * m.row_stride
         r.single = m.single
         return None
-    row = held_row(m, i, n, name)
-    if type(row) is not list and cnp.PyArray_Check(row) and in_place_dtype(row):
+    row = row_at(m, i, name)
+    if (type(row) is not list and cnp.PyArray_Check(row) and cnp.PyArray_NDIM(row) == 1
+            and in_place_dtype(row) and cnp.PyArray_DIM(row, 0) >= n):
         r.data = cnp.PyArray_DATA(row)
         r.single = cnp.PyArray_TYPE(row) == cnp.NPY_FLOAT
-        return row
-    r.owned = <double*>calloc(max(n, 1), sizeof(double))
-    if r.owned == NULL:
-        raise MemoryError()
-    r.data = r.owned
-    r.single = False
-    if type(row) is list or type(row) is tuple:
-        read_items(m, i, row, n, r.owned, name)
-    else:
-        for v in range(n):
-            r.owned[v] = read_entry(m, i, v, name)
     return row
 
 
-cdef int read_items(Matrix* m, Py_ssize_t i, object row, Py_ssize_t n, double* out,
-                    str name) except -1:
-    """The first ``n`` items of a list or tuple row, read through its item array."""
-    cdef PyObject** items
-    cdef Py_ssize_t v = 0
+cdef Py_ssize_t quick_entries(Matrix* m, Py_ssize_t i, Py_ssize_t v, Py_ssize_t stop,
+                             double* out) noexcept:
+    """Copies entries ``[v, stop)`` of row ``i`` to ``out`` up to the first whose
+    reading may run user code; returns its index (``stop`` when there is none)."""
+    cdef char* data
+    cdef PyObject* row
+    cdef Py_ssize_t w
+    if m.data != NULL:
+        data = m.data + i * m.row_stride
+        for w in range(v, stop):
+            out[w] = (<float*>data)[w] if m.single else (<double*>data)[w]
+        return stop
+    if i >= PySequence_Fast_GET_SIZE_ptr(m.rows):
+        return v
+    row = PySequence_Fast_ITEMS_ptr(m.rows)[i]
+    if PyList_CheckExact_ptr(row) or PyTuple_CheckExact_ptr(row):
+        if PySequence_Fast_GET_SIZE_ptr(row) < stop:
+            return v
+        return copy_floats(PySequence_Fast_ITEMS_ptr(row), v, stop, out)
+    if (cnp.PyArray_Check(<object>row) and cnp.PyArray_NDIM(<object>row) == 1
+            and in_place_dtype(<object>row) and cnp.PyArray_DIM(<object>row, 0) >= stop):
+        data = <char*>cnp.PyArray_DATA(<object>row)
+        for w in range(v, stop):
+            out[w] = ((<float*>data)[w] if cnp.PyArray_TYPE(<object>row) == cnp.NPY_FLOAT
+                      else (<double*>data)[w])
+        return stop
+    return v
+
+
+cdef int read_row_pair(Matrix* target, Matrix* draft, Py_ssize_t i, Py_ssize_t n,
+                       double* p, double* q) except -1:
+    """Rows ``i`` of both matrices as float64, read in the reference's order
+    (``target[i][v]``, ``draft[i][v]``, then ``v + 1``): runs of entries whose
+    reading runs no user code are copied; at an entry that may run some, both
+    objects are fetched before either is converted."""
+    cdef Py_ssize_t v = 0, end, stop, window = FIRST_CHUNK
     while v < n:
-        items = PySequence_Fast_ITEMS(row)
-        v = copy_floats(items, v, n, out)
-        if v < n:
-            out[v] = as_real(<object>items[v], name, i, v)
-            v += 1
-            row = items_row(m, i, n, name)      # user code ran: the row as it is now
-    return 0
-
-
-cdef object items_row(Matrix* m, Py_ssize_t i, Py_ssize_t n, str name):
-    """Row ``i`` as it is now, read item by item: still a list or tuple of at
-    least ``n`` entries (user code run by the call may have replaced it)."""
-    cdef object row = held_row(m, i, n, name)
-    if type(row) is not list and type(row) is not tuple:
-        raise ValueError(f"{name}[{i}] was replaced while being read")
-    return row
-
-
-cdef int widen_row(Row* r, Py_ssize_t n) except -1:
-    """Make a float32 row float64 (for a residual of rows of mixed precision)."""
-    cdef double* wide
-    cdef Py_ssize_t v
-    if not r.single:
-        return 0
-    wide = <double*>calloc(max(n, 1), sizeof(double))
-    if wide == NULL:
-        raise MemoryError()
-    for v in range(n):
-        wide[v] = (<const float*>r.data)[v]
-    free(r.owned)
-    r.data = wide
-    r.owned = wide
-    r.single = False
+        end = min(n, v + window)
+        stop = quick_entries(draft, i, v, quick_entries(target, i, v, end, p), q)
+        if stop == end:
+            v = end
+            window = min(2 * window, LAST_CHUNK)
+            continue
+        p_item = entry_object(target, i, stop, "target_probs")
+        q_item = entry_object(draft, i, stop, "draft_probs")
+        p[stop] = as_real(p_item, "target_probs", i, stop)
+        q[stop] = as_real(q_item, "draft_probs", i, stop)
+        v = stop + 1
+        window = FIRST_CHUNK
     return 0
 
 
@@ -497,21 +513,34 @@ cdef int read_tokens(object tokens, Py_ssize_t K, Py_ssize_t vocab_size, Py_ssiz
                                  f"[0, vocab_size={vocab_size})")
         return 0
     for i in range(K):
-        # User code (a row's __len__ before, an __index__ here) may have resized the list.
-        if i >= PyList_GET_SIZE(tokens):
-            raise ValueError("draft_tokens changed size while being read")
+        out[i] = list_token(tokens, i, vocab_size)
+    return 0
+
+
+cdef inline Py_ssize_t list_token(list tokens, Py_ssize_t i, Py_ssize_t vocab_size) except -1:
+    """``tokens[i]`` as it is now, checked to be an integer in [0, vocab_size)."""
+    cdef PyObject* item
+    cdef Py_ssize_t t
+    if i < PyList_GET_SIZE(tokens):
         item = PyList_GET_ITEM_ptr(<PyObject*>tokens, i)
         if PyLong_CheckExact_ptr(item):
-            out[i] = specdec_exact_index(item)
-            if 0 <= out[i] < vocab_size:
-                continue
-        token = <object>item        # our own reference: __index__ may drop the list's
-        if not PyLong_CheckExact(token):
-            out[i] = as_token(token, i)
-        if not 0 <= out[i] < vocab_size:
-            raise ValueError(f"draft_tokens[{i}] = {token!r} is outside "
-                             f"[0, vocab_size={vocab_size})")
-    return 0
+            t = specdec_exact_index(item)
+            if 0 <= t < vocab_size:
+                return t
+    return list_token_object(tokens, i, vocab_size)
+
+
+cdef Py_ssize_t list_token_object(list tokens, Py_ssize_t i, Py_ssize_t vocab_size) except -1:
+    """``list_token`` of an item that is not an int in range (or is gone)."""
+    cdef Py_ssize_t t
+    # User code (a row's __len__, an __index__, a __float__) may have resized the list.
+    if i >= PyList_GET_SIZE(tokens):
+        raise ValueError("draft_tokens changed size while being read")
+    token = tokens[i]           # our own reference: __index__ may drop the list's
+    t = specdec_exact_index(<PyObject*>token) if PyLong_CheckExact(token) else as_token(token, i)
+    if not 0 <= t < vocab_size:
+        raise ValueError(f"draft_tokens[{i}] = {token!r} is outside [0, vocab_size={vocab_size})")
+    return t
 
 
 # --------------------------------------------------------------------------
@@ -529,50 +558,70 @@ cdef inline int check_probability(double x, str name, Py_ssize_t i, Py_ssize_t v
 
 cdef Py_ssize_t sample_residual(Matrix* target, Matrix* draft, Py_ssize_t i, Py_ssize_t n,
                                 double u) except -1:
-    """R4: a token from max(0, p_i - q_i) normalised; reads both rows whole."""
+    """R4: a token from max(0, p_i - q_i) normalised; reads both rows whole,
+    in place when both are arrays of one dtype, else into float64 copies."""
     cdef Row p, q
     cdef Py_ssize_t token, bad = 0
-    p.owned = NULL
-    q.owned = NULL
+    cdef double* pair = NULL
+    keep_p = in_place_row(target, i, n, "target_probs", &p)
+    keep_q = in_place_row(draft, i, n, "draft_probs", &q)
     try:
-        keep_p = open_row(target, i, n, "target_probs", &p)
-        keep_q = open_row(draft, i, n, "draft_probs", &q)
-        if p.single != q.single:
-            widen_row(&p, n)
-            widen_row(&q, n)
+        if p.data == NULL or q.data == NULL or p.single != q.single:
+            pair = <double*>malloc(2 * max(n, 1) * sizeof(double))
+            if pair == NULL:
+                raise MemoryError()
+            read_row_pair(target, draft, i, n, pair, pair + n)
+            p.data = pair
+            q.data = pair + n
+            p.single = q.single = False
         if p.single:
             token = residual_sample(<const float*>p.data, <const float*>q.data, -1, n, u, &bad)
         else:
             token = residual_sample(<const double*>p.data, <const double*>q.data, -1, n, u, &bad)
         if token == BAD_TARGET:
-            raise bad_probability("target_probs", i, bad, read_entry(target, i, bad, "target_probs"))
+            raise bad_probability("target_probs", i, bad, row_value(&p, bad))
         if token == BAD_DRAFT:
-            raise bad_probability("draft_probs", i, bad, read_entry(draft, i, bad, "draft_probs"))
+            raise bad_probability("draft_probs", i, bad, row_value(&q, bad))
         return token
     finally:
-        free(p.owned)
-        free(q.owned)
+        free(pair)
+
+
+cdef inline double row_value(Row* r, Py_ssize_t v) noexcept:
+    return (<const float*>r.data)[v] if r.single else (<const double*>r.data)[v]
 
 
 cdef Py_ssize_t sample_cumulative(Matrix* target, Py_ssize_t i, Py_ssize_t n, double u) except -1:
     """R6: the first v with u <= p_0 + ... + p_v; reads the row up to there."""
-    cdef Py_ssize_t token, bad = 0, v
-    cdef double cum = 0.0, x
+    cdef Py_ssize_t token, bad = 0
     cdef Row p
-    row = None if target.data != NULL else held_row(target, i, n, "target_probs")
-    if row is None or (type(row) is not list and cnp.PyArray_Check(row) and in_place_dtype(row)):
-        keep = open_row(target, i, n, "target_probs", &p)
+    row = in_place_row(target, i, n, "target_probs", &p)
+    if p.data != NULL:
         if p.single:
             token = cumulative_sample(<const float*>p.data, n, u, &bad)
         else:
             token = cumulative_sample(<const double*>p.data, n, u, &bad)
         if token == BAD_TARGET:
-            raise bad_probability("target_probs", i, bad, read_entry(target, i, bad, "target_probs"))
+            raise bad_probability("target_probs", i, bad, row_value(&p, bad))
         return token
-    if type(row) is list or type(row) is tuple:
+    if whole_items(row, n):
         return sample_cumulative_items(target, i, row, n, u)
+    return running_sum_from(target, i, NULL, 0, n, u)
+
+
+cdef inline bint whole_items(object row, Py_ssize_t n):
+    """A list or tuple row holding at least ``n`` items."""
+    return (type(row) is list or type(row) is tuple) and PySequence_Fast_GET_SIZE(row) >= n
+
+
+cdef Py_ssize_t running_sum_from(Matrix* target, Py_ssize_t i, const double* read,
+                                 Py_ssize_t count, Py_ssize_t n, double u) except -1:
+    """R6 the reference's way: its running sum over the ``count`` values already
+    ``read``, then over entries read one at a time from the row as it is now."""
+    cdef double cum = 0.0, x
+    cdef Py_ssize_t v
     for v in range(n):
-        x = read_entry(target, i, v, "target_probs")
+        x = read[v] if v < count else read_entry(target, i, v, "target_probs")
         check_probability(x, "target_probs", i, v)
         cum += x
         if u <= cum:
@@ -613,6 +662,26 @@ cdef Py_ssize_t copy_floats(PyObject** items, Py_ssize_t v, Py_ssize_t stop,
     return v
 
 
+cdef inline Py_ssize_t running_sum_floats(PyObject** items, Py_ssize_t v, Py_ssize_t stop,
+                                          double u, double* total, double* out) noexcept:
+    """The reference's running sum ``total`` over items[v:stop], copied to ``out``,
+    while they are floats and valid probabilities: returns ``~v`` (negative) at
+    the item where it reaches ``u``, else the index of the first other item
+    (``stop`` when there is none)."""
+    cdef double cum = total[0], x
+    while v < stop and PyFloat_CheckExact_ptr(items[v]):
+        x = PyFloat_AS_DOUBLE_ptr(items[v])
+        if not is_probability(x):
+            break
+        out[v] = x
+        cum += x
+        if u <= cum:
+            return ~v
+        v += 1
+    total[0] = cum
+    return v
+
+
 cdef bint serial_reaches(const double* x, Py_ssize_t n, double u) noexcept:
     """Whether the reference's running sum of x[0..n) reaches u."""
     cdef double cum = 0.0
@@ -644,11 +713,20 @@ cdef Py_ssize_t sample_cumulative_items(Matrix* target, Py_ssize_t i, object row
     # Over a few items the reference's own running sum is as quick as reading
     # ahead, and exact by construction.
     while filled < min(n, SERIAL_ITEMS):
+        filled = running_sum_floats(items, filled, min(n, SERIAL_ITEMS), u, &total, first)
+        if filled < 0:
+            return ~filled                  # the crossing
+        if filled == min(n, SERIAL_ITEMS):
+            break
+        # items[filled] is not a float, or not a valid probability.
         if PyFloat_CheckExact_ptr(items[filled]):
             first[filled] = PyFloat_AS_DOUBLE_ptr(items[filled])
         else:
-            first[filled] = as_real(<object>items[filled], "target_probs", i, filled)
-            row = items_row(target, i, n, "target_probs")     # user code ran
+            item = <object>items[filled]    # our own reference: __float__ may drop the row's
+            first[filled] = as_real(item, "target_probs", i, filled)
+            row = row_at(target, i, "target_probs")      # user code ran: the row as it is now
+            if not whole_items(row, n):
+                return running_sum_from(target, i, first, filled + 1, n, u)
             items = PySequence_Fast_ITEMS(row)
         check_probability(first[filled], "target_probs", i, filled)
         total += first[filled]
@@ -683,10 +761,13 @@ cdef Py_ssize_t sample_cumulative_items(Matrix* target, Py_ssize_t i, object row
             if filled < stop:
                 if serial_reaches(values, filled, u):
                     break
-                values[filled] = as_real(<object>items[filled], "target_probs", i, filled)
+                item = <object>items[filled]
+                values[filled] = as_real(item, "target_probs", i, filled)
                 total += values[filled]
                 filled += 1
-                row = items_row(target, i, n, "target_probs")     # user code ran
+                row = row_at(target, i, "target_probs")      # user code ran
+                if not whole_items(row, n):
+                    return running_sum_from(target, i, values, filled, n, u)
         token = cumulative_sample(values, filled, u, &bad)
         if token == BAD_TARGET:
             raise bad_probability("target_probs", i, bad, values[bad])
@@ -730,16 +811,22 @@ cdef Py_ssize_t verify_arrays(Matrix* target, Matrix* draft, const Py_ssize_t* t
 
 
 cdef Py_ssize_t verify_rows(Matrix* target, Matrix* draft, const Py_ssize_t* tokens,
-                            Py_ssize_t K, Py_ssize_t V, int semantics,
+                            object drafted, Py_ssize_t K, Py_ssize_t V, int semantics,
                             UniformStream* stream, Py_ssize_t* out) except -1:
-    """The same step as ``verify_row``, reading Python rows only where it must."""
+    """The same step as ``verify_row``, reading Python rows only where it must, and
+    reading each draft token of a list (``drafted``) again when its turn comes,
+    as the reference does: user code run by the call may have changed it."""
     cdef Py_ssize_t i, t, n = 0, accepted = 0
     cdef double p, q, u
     for i in range(K):                                       # R1
-        t = tokens[i]
-        p = read_entry(target, i, t, "target_probs")         # R2
+        t = list_token(drafted, i, V) if type(drafted) is list else tokens[i]
+        if not (quick_entry(target, i, t, &p) and quick_entry(draft, i, t, &q)):    # R2
+            # Converting an entry may run user code: fetch both first, as the reference does.
+            p_item = entry_object(target, i, t, "target_probs")
+            q_item = entry_object(draft, i, t, "draft_probs")
+            p = as_real(p_item, "target_probs", i, t)
+            q = as_real(q_item, "draft_probs", i, t)
         check_probability(p, "target_probs", i, t)
-        q = read_entry(draft, i, t, "draft_probs")
         check_probability(q, "draft_probs", i, t)
         if q == 0.0 and semantics == REFERENCE:
             return n                                         # R2: no token, no bonus
@@ -754,7 +841,7 @@ cdef Py_ssize_t verify_rows(Matrix* target, Matrix* draft, const Py_ssize_t* tok
         out[n] = sample_residual(target, draft, i, V, u)
         n += 1
         break
-    if bonus_follows(semantics, accepted, n, K, target.nrows):   # R6, R7
+    if bonus_follows(semantics, accepted, n, K, row_count(target)):   # R6, R7
         draw(stream, &u)
         out[n] = sample_cumulative(target, K, V, u)
         n += 1
@@ -866,7 +953,7 @@ def speculative_decode_sim(draft_probs, target_probs, draft_tokens, vocab_size, 
         if target.data != NULL and draft.data != NULL and target.single == draft.single:
             n = verify_arrays(&target, &draft, tokens, K, V, mode, &stream, out)
         else:
-            n = verify_rows(&target, &draft, tokens, K, V, mode, &stream, out)
+            n = verify_rows(&target, &draft, tokens, draft_tokens, K, V, mode, &stream, out)
         return new_result(K, n, out, draft_tokens)
     finally:
         if tokens != small_tokens:
