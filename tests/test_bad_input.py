@@ -430,6 +430,56 @@ def test_bonus_scan_of_a_list_row_converts_only_what_the_reference_reads():
         specdec_fast.speculative_decode_sim([], [row], [], V, uniforms=[0.25])
 
 
+@pytest.mark.parametrize("case", ["position", "residual", "bonus-serial", "bonus-read-ahead"])
+def test_of_several_bad_values_the_first_read_is_named(case):
+    """Where several read values are bad, the error names the first the reference reads:
+    ``p`` before ``q`` at a position, entries in order in a residual and a bonus scan,
+    whatever their kinds (a NaN or negative is a ValueError, a string a TypeError)."""
+    nan = float("nan")
+    V = 200
+    draft = [[1.0 / V] * V]
+    target = [[1.0 / V] * V, [1.0 / V] * V]
+    if case == "position":
+        target[0][5], draft[0][5] = nan, "x"
+        where, U = r"target_probs\[0\]\[5\] = nan", [0.5, 0.5, 0.5]
+    elif case == "residual":
+        target[0][5] = 0.1 / V                              # p / q = 0.1 < 0.9: rejected
+        target[0][40], draft[0][60] = -0.5, "x"
+        where, U = r"target_probs\[0\]\[40\] = -0.5", [0.9, 0.5]
+    else:
+        at = 10 if case == "bonus-serial" else 100
+        target[1][at], target[1][at + 50] = nan, "x"
+        where, U = rf"target_probs\[1\]\[{at}\] = nan", [0.0, 0.9]
+    with pytest.raises(ValueError, match=where):
+        fast_sim(draft, target, [5], V, uniforms=U)
+
+
+@pytest.mark.parametrize("kind", ["numpy-float64", "int", "float-subclass"])
+@pytest.mark.parametrize("V", [100, 20000])
+def test_rows_of_numbers_that_are_not_floats_agree_with_the_reference(kind, V):
+    """List rows whose items are NumPy float64 scalars, ints or float subclasses are
+    read item by item as the reference reads them, at any length (these once took
+    time quadratic in the row's length in the bonus scan)."""
+    gen = np.random.default_rng([V, len(kind)])
+    weights = gen.integers(0, 3, size=V).astype(float)
+    weights[-1] = 1.0
+    weights /= weights.sum()
+    row = {"numpy-float64": lambda: [np.float64(w) for w in weights],
+           "int": lambda: [0] * (V - 1) + [1],             # scanned to its end for any u > 0
+           "float-subclass": lambda: [FloatSubclass(w) for w in weights]}[kind]()
+    draft = [[1.0 / V] * V]
+    target = [[1.0 / V] * V, row]
+    for u in [0.0, 0.3, 0.999999]:
+        want, _ = run_reference(draft, target, [3], V, [0.0, u])
+        assert_same(fast_sim(draft, target, [3], V, uniforms=[0.0, u]), want)
+    if kind == "int":
+        assert want["tokens"][-1] == V - 1
+
+
+class FloatSubclass(float):
+    pass
+
+
 class Meddler:
     """A probability whose conversion to float runs user code first."""
 

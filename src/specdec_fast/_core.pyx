@@ -36,6 +36,7 @@ cdef extern from "Python.h":
     PyObject** PySequence_Fast_ITEMS_ptr "PySequence_Fast_ITEMS"(PyObject* seq)
     Py_ssize_t PySequence_Fast_GET_SIZE_ptr "PySequence_Fast_GET_SIZE"(PyObject* seq)
     bint PyFloat_CheckExact_ptr "PyFloat_CheckExact"(PyObject* op)
+    bint PyFloat_Check_ptr "PyFloat_Check"(PyObject* op)
     double PyFloat_AS_DOUBLE_ptr "PyFloat_AS_DOUBLE"(PyObject* op)
     bint PyLong_CheckExact_ptr "PyLong_CheckExact"(PyObject* op)
     bint PyList_CheckExact_ptr "PyList_CheckExact"(PyObject* op)
@@ -216,7 +217,7 @@ cdef double as_real(object item, str name, Py_ssize_t i, Py_ssize_t v) except? -
     """A probability as the reference reads it: any real number, as a double."""
     if PyFloat_CheckExact(item):
         return PyFloat_AS_DOUBLE(item)
-    if isinstance(item, (str, bytes, complex)) or item is None:
+    if not PyLong_CheckExact(item) and (isinstance(item, (str, bytes, complex)) or item is None):
         raise TypeError(f"{name}[{i}][{v}] must be a real number, not {type(item).__name__}")
     try:
         return PyFloat_AsDouble(item)
@@ -225,6 +226,11 @@ cdef double as_real(object item, str name, Py_ssize_t i, Py_ssize_t v) except? -
     except (TypeError, ValueError):
         raise TypeError(f"{name}[{i}][{v}] must be a real number, "
                         f"not {type(item).__name__}") from None
+
+
+cdef inline bint is_float(PyObject* item) noexcept:
+    """A float or a float subclass (NumPy float64): its value is read without user code."""
+    return PyFloat_CheckExact_ptr(item) or PyFloat_Check_ptr(item)
 
 
 cdef inline bint quick_entry(Matrix* m, Py_ssize_t i, Py_ssize_t v, double* x) noexcept:
@@ -241,7 +247,7 @@ cdef inline bint quick_entry(Matrix* m, Py_ssize_t i, Py_ssize_t v, double* x) n
         row = PySequence_Fast_ITEMS_ptr(m.rows)[i]
         if PyList_CheckExact_ptr(row) and v < PyList_GET_SIZE_ptr(row):
             item = PyList_GET_ITEM_ptr(row, v)
-            if PyFloat_CheckExact_ptr(item):
+            if is_float(item):
                 x[0] = PyFloat_AS_DOUBLE_ptr(item)
                 return True
     return False
@@ -329,7 +335,7 @@ cdef int read_row_pair(Matrix* target, Matrix* draft, Py_ssize_t i, Py_ssize_t n
     (``target[i][v]``, ``draft[i][v]``, then ``v + 1``): runs of entries whose
     reading runs no user code are copied; at an entry that may run some, both
     objects are fetched before either is converted."""
-    cdef Py_ssize_t v = 0, end, stop, window = FIRST_CHUNK
+    cdef Py_ssize_t v = 0, w, end, stop, window = FIRST_CHUNK, checked = 0
     while v < n:
         end = min(n, v + window)
         stop = quick_entries(draft, i, v, quick_entries(target, i, v, end, p), q)
@@ -337,11 +343,17 @@ cdef int read_row_pair(Matrix* target, Matrix* draft, Py_ssize_t i, Py_ssize_t n
             v = end
             window = min(2 * window, LAST_CHUNK)
             continue
+        # The values read so far come first: an invalid one among them is the error.
+        for w in range(checked, stop):
+            check_probability(p[w], "target_probs", i, w)
+            check_probability(q[w], "draft_probs", i, w)
         p_item = entry_object(target, i, stop, "target_probs")
         q_item = entry_object(draft, i, stop, "draft_probs")
         p[stop] = as_real(p_item, "target_probs", i, stop)
+        check_probability(p[stop], "target_probs", i, stop)
         q[stop] = as_real(q_item, "draft_probs", i, stop)
-        v = stop + 1
+        check_probability(q[stop], "draft_probs", i, stop)
+        v = checked = stop + 1
         window = FIRST_CHUNK
     return 0
 
@@ -656,7 +668,7 @@ cdef Py_ssize_t copy_floats(PyObject** items, Py_ssize_t v, Py_ssize_t stop,
         out[v + 2] = PyFloat_AS_DOUBLE_ptr(c)
         out[v + 3] = PyFloat_AS_DOUBLE_ptr(d)
         v += 4
-    while v < stop and PyFloat_CheckExact_ptr(items[v]):
+    while v < stop and is_float(items[v]):
         out[v] = PyFloat_AS_DOUBLE_ptr(items[v])
         v += 1
     return v
@@ -682,57 +694,31 @@ cdef inline Py_ssize_t running_sum_floats(PyObject** items, Py_ssize_t v, Py_ssi
     return v
 
 
-cdef bint serial_reaches(const double* x, Py_ssize_t n, double u) noexcept:
-    """Whether the reference's running sum of x[0..n) reaches u."""
-    cdef double cum = 0.0
-    cdef Py_ssize_t v
-    for v in range(n):
-        cum += x[v]
-        if u <= cum:
-            return True
-    return False
-
-
 cdef Py_ssize_t sample_cumulative_items(Matrix* target, Py_ssize_t i, object row, Py_ssize_t n,
                                         double u) except -1:
-    """R6 on a list row: the first items summed one by one, as the reference does;
-    past them, floats read ahead in chunks until the sum surely passes u, and
-    the kernel finds and certifies the crossing in what was read.
+    """R6 on a list or tuple row: the first items summed one by one, as the
+    reference does; past them, floats read ahead in chunks until the sum surely
+    passes u, and the kernel finds and certifies the crossing in what was read.
+    From an item that is not a float (or not a valid probability) on, the
+    reference's own running sum, an entry at a time (``running_sum_from``).
 
     Reading ahead never raises for a value the reference does not read: floats
-    are only copied (the kernel validates up to the crossing), and an item that
-    is not a float is converted only once the reference is sure to reach it.
+    are only copied (the kernel validates up to the crossing).  No user code
+    runs here, so the row stays as it is.
     """
     cdef double first[SERIAL_ITEMS]
     cdef double* values = NULL
     cdef double* grown
-    cdef PyObject** items
-    cdef Py_ssize_t filled = 0, size = 0, chunk = FIRST_CHUNK, start, stop, token, bad = 0
+    cdef PyObject** items = PySequence_Fast_ITEMS(row)
+    cdef Py_ssize_t filled, size, chunk = FIRST_CHUNK, start, stop, token, bad = 0
     cdef double total = 0.0
-    items = PySequence_Fast_ITEMS(row)
     # Over a few items the reference's own running sum is as quick as reading
     # ahead, and exact by construction.
-    while filled < min(n, SERIAL_ITEMS):
-        filled = running_sum_floats(items, filled, min(n, SERIAL_ITEMS), u, &total, first)
-        if filled < 0:
-            return ~filled                  # the crossing
-        if filled == min(n, SERIAL_ITEMS):
-            break
-        # items[filled] is not a float, or not a valid probability.
-        if PyFloat_CheckExact_ptr(items[filled]):
-            first[filled] = PyFloat_AS_DOUBLE_ptr(items[filled])
-        else:
-            item = <object>items[filled]    # our own reference: __float__ may drop the row's
-            first[filled] = as_real(item, "target_probs", i, filled)
-            row = row_at(target, i, "target_probs")      # user code ran: the row as it is now
-            if not whole_items(row, n):
-                return running_sum_from(target, i, first, filled + 1, n, u)
-            items = PySequence_Fast_ITEMS(row)
-        check_probability(first[filled], "target_probs", i, filled)
-        total += first[filled]
-        if u <= total:
-            return filled
-        filled += 1
+    filled = running_sum_floats(items, 0, min(n, SERIAL_ITEMS), u, &total, first)
+    if filled < 0:
+        return ~filled                      # the crossing
+    if filled < min(n, SERIAL_ITEMS):
+        return running_sum_from(target, i, first, filled, n, u)
     if filled == n:
         return 0
     try:
@@ -750,7 +736,6 @@ cdef Py_ssize_t sample_cumulative_items(Matrix* target, Py_ssize_t i, object row
                 if grown == NULL:
                     raise MemoryError()
                 values = grown
-            items = PySequence_Fast_ITEMS(row)
             start = filled
             filled = copy_floats(items, filled, stop, values)
             total += any_order_sum(values + start, filled - start)
@@ -759,15 +744,7 @@ cdef Py_ssize_t sample_cumulative_items(Matrix* target, Py_ssize_t i, object row
             if total * (1.0 - 4.0 * <double>(filled + 2) * 1.1102230246251565e-16) > u:
                 break
             if filled < stop:
-                if serial_reaches(values, filled, u):
-                    break
-                item = <object>items[filled]
-                values[filled] = as_real(item, "target_probs", i, filled)
-                total += values[filled]
-                filled += 1
-                row = row_at(target, i, "target_probs")      # user code ran
-                if not whole_items(row, n):
-                    return running_sum_from(target, i, values, filled, n, u)
+                return running_sum_from(target, i, values, filled, n, u)
         token = cumulative_sample(values, filled, u, &bad)
         if token == BAD_TARGET:
             raise bad_probability("target_probs", i, bad, values[bad])
@@ -820,13 +797,15 @@ cdef Py_ssize_t verify_rows(Matrix* target, Matrix* draft, const Py_ssize_t* tok
     cdef double p, q, u
     for i in range(K):                                       # R1
         t = list_token(drafted, i, V) if type(drafted) is list else tokens[i]
-        if not (quick_entry(target, i, t, &p) and quick_entry(draft, i, t, &q)):    # R2
+        if quick_entry(target, i, t, &p) and quick_entry(draft, i, t, &q):        # R2
+            check_probability(p, "target_probs", i, t)
+        else:
             # Converting an entry may run user code: fetch both first, as the reference does.
             p_item = entry_object(target, i, t, "target_probs")
             q_item = entry_object(draft, i, t, "draft_probs")
             p = as_real(p_item, "target_probs", i, t)
+            check_probability(p, "target_probs", i, t)
             q = as_real(q_item, "draft_probs", i, t)
-        check_probability(p, "target_probs", i, t)
         check_probability(q, "draft_probs", i, t)
         if q == 0.0 and semantics == REFERENCE:
             return n                                         # R2: no token, no bonus
