@@ -235,7 +235,7 @@ cdef inline bint is_float(PyObject* item) noexcept:
 
 cdef inline bint quick_entry(Matrix* m, Py_ssize_t i, Py_ssize_t v, double* x) noexcept:
     """Entry ``[i][v]`` into ``x`` when reading it runs no user code (an array's
-    entry, or an exact float in a list row); else False."""
+    entry, or a float in a list row); else False."""
     cdef char* data
     cdef PyObject* row
     cdef PyObject* item
