@@ -217,6 +217,31 @@ SPECDEC_INLINE_W(W) double specdec_sum_##SUFFIX##_##W(const T *p, ptrdiff_t n,  
     return specdec_hsum_##W((a0 + a1) + (a2 + a3)) + tail;                                \
 }                                                                                         \
                                                                                           \
+/* Adds p[0..n) into the running accumulators acc (n a multiple of W / 2, p on a       \
+ * 64-byte boundary: no head or tail to handle) and returns the sum of acc.               \
+ * Consecutive blocks go through here with no reset in between.                          \
+ */                                                                                       \
+SPECDEC_INLINE_W(W) double specdec_accumulate_##SUFFIX##_##W(const T *p, ptrdiff_t n,     \
+                                                             specdec_vd_##W acc[4],       \
+                                                             specdec_vi_##W *signs)       \
+{                                                                                         \
+    specdec_vd_##W a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];                    \
+    specdec_vi_##W s = *signs;                                                            \
+    ptrdiff_t v;                                                                          \
+    for (v = 0; v < n; v += W / 2) {                                                      \
+        specdec_vd_##W x0 = specdec_load_##SUFFIX##_##W(p + v);                           \
+        specdec_vd_##W x1 = specdec_load_##SUFFIX##_##W(p + v + W / 8);                   \
+        specdec_vd_##W x2 = specdec_load_##SUFFIX##_##W(p + v + 2 * (W / 8));             \
+        specdec_vd_##W x3 = specdec_load_##SUFFIX##_##W(p + v + 3 * (W / 8));             \
+        a0 += x0; a1 += x1; a2 += x2; a3 += x3;                                           \
+        s = specdec_or3_##W(s, (specdec_vi_##W)x0, (specdec_vi_##W)x1);                   \
+        s = specdec_or3_##W(s, (specdec_vi_##W)x2, (specdec_vi_##W)x3);                   \
+    }                                                                                     \
+    acc[0] = a0; acc[1] = a1; acc[2] = a2; acc[3] = a3;                                   \
+    *signs = s;                                                                           \
+    return specdec_hsum_##W((a0 + a1) + (a2 + a3));                                       \
+}                                                                                         \
+                                                                                          \
 SPECDEC_INLINE_W(W) double specdec_residual_##SUFFIX##_##W(const T *p, const T *q,        \
                                                            ptrdiff_t n, double *qsum,     \
                                                            specdec_vi_##W *signs)         \
@@ -314,6 +339,7 @@ SPECDEC_INLINE_W(W) double specdec_max_##SUFFIX##_##W(const T *p, ptrdiff_t n)  
 #else  /* scalar primitives, two accumulators; "scalar" stands for W */
 #define SPECDEC_INLINE static inline
 #define SPECDEC_TARGET_scalar
+typedef double specdec_vd_scalar;   /* an accumulator */
 typedef int64_t specdec_vi_scalar;  /* the OR of the bit patterns */
 
 SPECDEC_INLINE int specdec_valid_scalar(specdec_vi_scalar s, double a, double b)
@@ -337,6 +363,14 @@ SPECDEC_INLINE double specdec_sum_##SUFFIX##_scalar(const T *p, ptrdiff_t n,    
         *signs |= specdec_bits(p[v]);                                                     \
     }                                                                                     \
     return a0 + a1;                                                                       \
+}                                                                                         \
+                                                                                          \
+SPECDEC_INLINE double specdec_accumulate_##SUFFIX##_scalar(const T *p, ptrdiff_t n,       \
+                                                           specdec_vd_scalar acc[4],      \
+                                                           specdec_vi_scalar *signs)      \
+{                                                                                         \
+    acc[0] += specdec_sum_##SUFFIX##_scalar(p, n, signs);                                 \
+    return acc[0];                                                                        \
 }                                                                                         \
                                                                                           \
 SPECDEC_INLINE double specdec_residual_##SUFFIX##_scalar(const T *p, const T *q,          \
@@ -393,7 +427,9 @@ SPECDEC_INLINE double specdec_max_##SUFFIX##_scalar(const T *p, ptrdiff_t n)    
  *     block at which the running sum of block sums reaches u (the last block
  *     when none does); *before = the sum of the blocks before it.  Blocks after
  *     it are not read.  The first block also takes the elements before p's
- *     first 64-byte boundary, so that the others start on one.  *valid as
+ *     first 64-byte boundary, so that the others start on one; block is a
+ *     multiple of 32, so that each whole block after it is read by whole
+ *     vectors into running accumulators, with no head or tail.  *valid as
  *     above, for the blocks read.
  * row_crossing_chunk(p, n, u, before, valid): the same with blocks of
  *     SPECDEC_LANES elements, the last of which may be shorter: a fine search
@@ -443,19 +479,26 @@ static ptrdiff_t row_crossing_block_##SUFFIX##ISA(const T *p, ptrdiff_t n,      
                                                   ptrdiff_t block, double u,              \
                                                   double *before, int *valid)             \
 {                                                                                         \
-    double total = 0.0, sum = 0.0;                                                        \
+    specdec_vd_##W acc[4] = {0};                                                          \
     specdec_vi_##W signs = {0};                                                           \
     ptrdiff_t start = 0, len = specdec_to_line(p, sizeof(T), n) + block;                  \
-    for (;; start += len, len = block) {                                                  \
-        len = start + len < n ? len : n - start;                                          \
-        sum = specdec_sum_##SUFFIX##_##W(p + start, len, &signs);                         \
-        /* NaN never crosses: it runs to the end and fails the check below. */            \
-        if (start + len >= n || total + sum >= u)                                         \
-            break;                                                                        \
-        total += sum;                                                                     \
+    double first, total = 0.0, at;                                                        \
+    len = len < n ? len : n;                                                              \
+    at = first = specdec_sum_##SUFFIX##_##W(p, len, &signs);                              \
+    /* NaN never crosses: it runs to the end and fails the check below. */                \
+    if (len < n && !(first >= u)) {                                                       \
+        total = first;                                                                    \
+        for (start = len; start + block < n; start += block) {                            \
+            at = first + specdec_accumulate_##SUFFIX##_##W(p + start, block, acc, &signs); \
+            if (at >= u)                                                                  \
+                goto done;                                                                \
+            total = at;                                                                   \
+        }                                                                                 \
+        at = total + specdec_sum_##SUFFIX##_##W(p + start, n - start, &signs);            \
     }                                                                                     \
+done:                                                                                     \
     *before = total;                                                                      \
-    *valid = specdec_valid_##W(signs, total, sum);                                        \
+    *valid = specdec_valid_##W(signs, total, at);                                         \
     return start;                                                                         \
 }                                                                                         \
                                                                                           \
