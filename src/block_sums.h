@@ -448,15 +448,17 @@ SPECDEC_TARGET_##W                                                              
 static int residual_block_sums_##SUFFIX##ISA(const T *p, const T *q, ptrdiff_t n,         \
                                              ptrdiff_t block, double *sums)               \
 {                                                                                         \
-    double qsum = 0.0;                                                                    \
+    double qsum = 0.0, total = 0.0;                                                       \
     specdec_vi_##W signs = {0};                                                           \
     ptrdiff_t start, b = 0;                                                               \
     for (start = 0; start < n; start += block, b++) {                                     \
         ptrdiff_t len = start + block < n ? block : n - start;                            \
         sums[b] = specdec_residual_##SUFFIX##_##W(p + start, q + start, len, &qsum,       \
                                                   &signs);                                \
+        total += sums[b];                                                                 \
     }                                                                                     \
-    return specdec_valid_##W(signs, qsum, 0.0);                                           \
+    /* NaN or infinity in q shows in qsum, in p in the residual's total. */               \
+    return specdec_valid_##W(signs, qsum, total);                                         \
 }                                                                                         \
                                                                                           \
 SPECDEC_TARGET_##W                                                                        \
