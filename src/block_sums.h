@@ -173,8 +173,9 @@ SPECDEC_HSUM(32, 16)
 SPECDEC_HSUM(64, 32)
 
 /*
- * Five primitives per element type and width: the sum of p[0..n) (OR-ing the
- * bit patterns into *signs); the sum of max(0, p - q) over [0..n) (adding q
+ * Six primitives per element type and width: the sum of whole vectors into
+ * running accumulators (OR-ing the bit patterns into *signs); the sum of
+ * p[0..n) (the same, plus a head and a tail); the sum of max(0, p - q) over [0..n) (adding q
  * into *qsum and OR-ing the bits of p and q into *signs); the sum of the
  * SPECDEC_LANES values at p (as the first); the sum of max(0, p - q) over the
  * SPECDEC_LANES values at p and q (no checks); the largest of p[0..n) and 0
@@ -182,41 +183,6 @@ SPECDEC_HSUM(64, 32)
  * elements.
  */
 #define SPECDEC_PRIMITIVES(T, SUFFIX, W)                                                  \
-SPECDEC_INLINE_W(W) double specdec_sum_##SUFFIX##_##W(const T *p, ptrdiff_t n,            \
-                                                      specdec_vi_##W *signs)              \
-{                                                                                         \
-    specdec_vd_##W a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                                \
-    specdec_vi_##W s = *signs;                                                            \
-    double tail = 0.0;                                                                    \
-    int64_t tail_bits = 0;                                                                \
-    ptrdiff_t v = 0, head = specdec_to_line(p, sizeof(T), n);                             \
-    for (; v < head; v++) {                                                               \
-        tail += p[v];                                                                     \
-        tail_bits |= specdec_bits(p[v]);                                                  \
-    }                                                                                     \
-    for (; v + W / 2 <= n; v += W / 2) {                                                  \
-        specdec_vd_##W x0 = specdec_load_##SUFFIX##_##W(p + v);                           \
-        specdec_vd_##W x1 = specdec_load_##SUFFIX##_##W(p + v + W / 8);                   \
-        specdec_vd_##W x2 = specdec_load_##SUFFIX##_##W(p + v + 2 * (W / 8));             \
-        specdec_vd_##W x3 = specdec_load_##SUFFIX##_##W(p + v + 3 * (W / 8));             \
-        a0 += x0; a1 += x1; a2 += x2; a3 += x3;                                           \
-        s = specdec_or3_##W(s, (specdec_vi_##W)x0, (specdec_vi_##W)x1);                   \
-        s = specdec_or3_##W(s, (specdec_vi_##W)x2, (specdec_vi_##W)x3);                   \
-    }                                                                                     \
-    for (; v + W / 8 <= n; v += W / 8) {                                                  \
-        specdec_vd_##W x0 = specdec_load_##SUFFIX##_##W(p + v);                           \
-        a1 += x0;                                                                         \
-        s |= (specdec_vi_##W)x0;                                                          \
-    }                                                                                     \
-    for (; v < n; v++) {                                                                  \
-        tail += p[v];                                                                     \
-        tail_bits |= specdec_bits(p[v]);                                                  \
-    }                                                                                     \
-    s[0] |= tail_bits;                                                                    \
-    *signs = s;                                                                           \
-    return specdec_hsum_##W((a0 + a1) + (a2 + a3)) + tail;                                \
-}                                                                                         \
-                                                                                          \
 /* Adds p[0..n) into the running accumulators acc (n a multiple of W / 2, p on a       \
  * 64-byte boundary: no head or tail to handle) and returns the sum of acc.               \
  * Consecutive blocks go through here with no reset in between.                          \
@@ -240,6 +206,32 @@ SPECDEC_INLINE_W(W) double specdec_accumulate_##SUFFIX##_##W(const T *p, ptrdiff
     acc[0] = a0; acc[1] = a1; acc[2] = a2; acc[3] = a3;                                   \
     *signs = s;                                                                           \
     return specdec_hsum_##W((a0 + a1) + (a2 + a3));                                       \
+}                                                                                         \
+                                                                                          \
+SPECDEC_INLINE_W(W) double specdec_sum_##SUFFIX##_##W(const T *p, ptrdiff_t n,            \
+                                                      specdec_vi_##W *signs)              \
+{                                                                                         \
+    specdec_vd_##W acc[4] = {0};                                                          \
+    double tail = 0.0;                                                                    \
+    int64_t tail_bits = 0;                                                                \
+    ptrdiff_t v = 0, head = specdec_to_line(p, sizeof(T), n);                             \
+    for (; v < head; v++) {                                                               \
+        tail += p[v];                                                                     \
+        tail_bits |= specdec_bits(p[v]);                                                  \
+    }                                                                                     \
+    v += (n - head) / (W / 2) * (W / 2);                                                  \
+    specdec_accumulate_##SUFFIX##_##W(p + head, v - head, acc, signs);                    \
+    for (; v + W / 8 <= n; v += W / 8) {                                                  \
+        specdec_vd_##W x0 = specdec_load_##SUFFIX##_##W(p + v);                           \
+        acc[1] += x0;                                                                     \
+        *signs |= (specdec_vi_##W)x0;                                                     \
+    }                                                                                     \
+    for (; v < n; v++) {                                                                  \
+        tail += p[v];                                                                     \
+        tail_bits |= specdec_bits(p[v]);                                                  \
+    }                                                                                     \
+    (*signs)[0] |= tail_bits;                                                             \
+    return specdec_hsum_##W((acc[0] + acc[1]) + (acc[2] + acc[3])) + tail;                \
 }                                                                                         \
                                                                                           \
 SPECDEC_INLINE_W(W) double specdec_residual_##SUFFIX##_##W(const T *p, const T *q,        \
