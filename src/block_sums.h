@@ -175,12 +175,12 @@ SPECDEC_HSUM(64, 32)
 /*
  * Six primitives per element type and width: the sum of whole vectors into
  * running accumulators (OR-ing the bit patterns into *signs); the sum of
- * p[0..n) (the same, plus a head and a tail); the sum of max(0, p - q) over [0..n) (adding q
- * into *qsum and OR-ing the bits of p and q into *signs); the sum of the
- * SPECDEC_LANES values at p (as the first); the sum of max(0, p - q) over the
- * SPECDEC_LANES values at p and q (no checks); the largest of p[0..n) and 0
- * (NaN is ignored here: the sum above catches it).  Vectors hold W / 8
- * elements.
+ * p[0..n) (the same, plus a head and a tail); the sum of max(0, p - q) over
+ * [0..n) (adding q into *qsum and OR-ing the bits of p and q into *signs); the
+ * sum of the SPECDEC_LANES values at p (as the sum of p[0..n)); the sum of
+ * max(0, p - q) over the SPECDEC_LANES values at p and q (no checks); the
+ * largest of p[0..n) and 0 (NaN is ignored here: the sums above catch it).
+ * Vectors hold W / 8 elements.
  */
 #define SPECDEC_PRIMITIVES(T, SUFFIX, W)                                                  \
 /* Adds p[0..n) into the running accumulators acc (n a multiple of W / 2, p on a       \
