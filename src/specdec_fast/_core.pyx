@@ -44,6 +44,7 @@ cdef extern from "Python.h":
     Py_ssize_t PyList_GET_SIZE_ptr "PyList_GET_SIZE"(PyObject* op)
     PyObject* PyList_GET_ITEM_ptr "PyList_GET_ITEM"(PyObject* op, Py_ssize_t i)
     PyObject* PyTuple_GET_ITEM_ptr "PyTuple_GET_ITEM"(PyObject* op, Py_ssize_t i)
+    void PyList_SET_ITEM_ptr "PyList_SET_ITEM"(PyObject* op, Py_ssize_t i, PyObject* item)
 
 cdef extern from "exact_int.h":
     # An exact int's value if it is in [0, PY_SSIZE_T_MAX], else -1; never raises.
@@ -116,9 +117,12 @@ cdef object open_matrix(object obj, str name, Py_ssize_t need, Py_ssize_t readab
     """
     cdef cnp.ndarray arr
     cdef PyObject* row
+    cdef PyObject** items
     cdef Py_ssize_t i
     m.data = NULL
     m.rows = NULL
+    if cnp.PyArray_CheckExact(obj) and in_place_dtype(<cnp.ndarray>obj):
+        return open_array(<cnp.ndarray>obj, name, need, readable, vocab_size, m)
     if type(obj) is not list and type(obj) is not tuple:
         obj = rows_or_array(obj, name)
     if type(obj) is list or type(obj) is tuple:
@@ -129,14 +133,26 @@ cdef object open_matrix(object obj, str name, Py_ssize_t need, Py_ssize_t readab
         # read checks the row is still there (user code run by the call, a
         # __float__ say, may have removed or shortened it).
         m.rows = <PyObject*>obj
-        for i in range(min(m.nrows, readable)):
+        items = PySequence_Fast_ITEMS(obj)
+        i = 0
+        while i < min(m.nrows, readable):       # rows already fine: no user code runs
+            row = items[i]
+            if not (PyList_CheckExact_ptr(row) and PyList_GET_SIZE_ptr(row) >= vocab_size):
+                break
+            i += 1
+        for i in range(i, min(m.nrows, readable)):
             if i < PySequence_Fast_GET_SIZE(obj):       # user code may have shrunk it
                 row = PySequence_Fast_ITEMS(obj)[i]
                 if PyList_CheckExact_ptr(row) and PyList_GET_SIZE_ptr(row) >= vocab_size:
                     continue
             check_row(row_at(m, i, name), name, i, vocab_size)
         return obj
-    arr = as_real_array(obj, name)
+    return open_array(as_real_array(obj, name), name, need, readable, vocab_size, m)
+
+
+cdef cnp.ndarray open_array(cnp.ndarray arr, str name, Py_ssize_t need, Py_ssize_t readable,
+                            Py_ssize_t vocab_size, Matrix* m):
+    """``open_matrix`` of an array to read in place."""
     if cnp.PyArray_NDIM(arr) != 2:
         raise ValueError(f"{name} must be 2-D (rows by vocabulary), got {cnp.PyArray_NDIM(arr)}-D")
     m.nrows = cnp.PyArray_DIM(arr, 0)
@@ -511,9 +527,10 @@ cdef bint all_exact_ints(list items):
 
 cdef int read_tokens(object tokens, Py_ssize_t K, Py_ssize_t vocab_size, Py_ssize_t* out) except -1:
     """Each draft token must be an integer in [0, vocab_size)."""
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, t
     cdef cnp.ndarray arr
     cdef PyObject* item
+    cdef PyObject** items
     if type(tokens) is not list:        # an integer array (open_tokens)
         arr = tokens
         if cnp.PyArray_TYPE(arr) != cnp.NPY_INTP or not cnp.PyArray_ISCARRAY_RO(arr):
@@ -524,8 +541,21 @@ cdef int read_tokens(object tokens, Py_ssize_t K, Py_ssize_t vocab_size, Py_ssiz
                 raise ValueError(f"draft_tokens[{i}] = {tokens[i]} is outside "
                                  f"[0, vocab_size={vocab_size})")
         return 0
-    for i in range(K):
+    items = PySequence_Fast_ITEMS(tokens)
+    i = 0
+    if PyList_GET_SIZE(tokens) >= K:    # no user code runs in this loop: items stays put
+        while i < K:
+            item = items[i]
+            if not PyLong_CheckExact_ptr(item):
+                break
+            t = specdec_exact_index(item)
+            if <size_t>t >= <size_t>vocab_size:     # also t == -1 (negative or too large)
+                break
+            out[i] = t
+            i += 1
+    while i < K:
         out[i] = list_token(tokens, i, vocab_size)
+        i += 1
     return 0
 
 
@@ -790,17 +820,20 @@ cdef Py_ssize_t verify_arrays(Matrix* target, Matrix* draft, const Py_ssize_t* t
 cdef Py_ssize_t verify_rows(Matrix* target, Matrix* draft, const Py_ssize_t* tokens,
                             object drafted, Py_ssize_t K, Py_ssize_t V, int semantics,
                             UniformStream* stream, Py_ssize_t* out) except -1:
-    """The same step as ``verify_row``, reading Python rows only where it must, and
-    reading each draft token of a list (``drafted``) again when its turn comes,
-    as the reference does: user code run by the call may have changed it."""
+    """The same step as ``verify_row``, reading Python rows only where it must.
+    Once user code has run (converting an entry), each draft token of a list
+    (``drafted``) is read again when its turn comes, as the reference does:
+    that code may have changed it."""
     cdef Py_ssize_t i, t, n = 0, accepted = 0
     cdef double p, q, u
+    cdef bint reread = False
     for i in range(K):                                       # R1
-        t = list_token(drafted, i, V) if type(drafted) is list else tokens[i]
+        t = list_token(drafted, i, V) if reread else tokens[i]
         if quick_entry(target, i, t, &p) and quick_entry(draft, i, t, &q):        # R2
             check_probability(p, "target_probs", i, t)
         else:
             # Converting an entry may run user code: fetch both first, as the reference does.
+            reread = type(drafted) is list
             p_item = entry_object(target, i, t, "target_probs")
             q_item = entry_object(draft, i, t, "draft_probs")
             p = as_real(p_item, "target_probs", i, t)
@@ -852,12 +885,16 @@ cdef list token_list(const Py_ssize_t* out, Py_ssize_t n, object drafted):
         else:
             item = NULL
             if type(drafted) is list and i < PyList_GET_SIZE(drafted):
-                item = PyList_GET_ITEM(drafted, i)
+                item = PyList_GET_ITEM_ptr(<PyObject*>drafted, i)
                 if not (PyLong_CheckExact_ptr(item) and specdec_exact_index(item) == out[i]):
                     item = NULL
-        token = <object>item if item != NULL else PyLong_FromSsize_t(out[i])
-        Py_INCREF(token)                # PyList_SET_ITEM steals a reference
-        PyList_SET_ITEM(tokens, i, token)
+        if item != NULL:
+            Py_INCREF(<object>item)     # PyList_SET_ITEM steals a reference
+            PyList_SET_ITEM_ptr(<PyObject*>tokens, i, item)
+        else:
+            token = PyLong_FromSsize_t(out[i])
+            Py_INCREF(token)
+            PyList_SET_ITEM(tokens, i, token)
     return tokens
 
 
