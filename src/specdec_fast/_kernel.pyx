@@ -342,12 +342,57 @@ cdef Py_ssize_t row_argmax(const real* p, Py_ssize_t n, Py_ssize_t* bad) noexcep
     return 0
 
 
-cdef inline VerifyOutcome failed(VerifyOutcome outcome, int error, Py_ssize_t row,
-                                 Py_ssize_t index) noexcept nogil:
-    outcome.error = error
-    outcome.row = row
-    outcome.index = index
-    return outcome
+cdef inline VerifyOutcome outcome(Py_ssize_t emitted, Py_ssize_t accepted, int error,
+                                  Py_ssize_t row, Py_ssize_t index) noexcept nogil:
+    cdef VerifyOutcome r
+    r.emitted = emitted
+    r.accepted = accepted
+    r.error = error
+    r.row = row
+    r.index = index
+    return r
+
+
+cdef VerifyOutcome greedy_row(const real* target, Py_ssize_t target_stride,
+                              Py_ssize_t target_rows, const Py_ssize_t* tokens, Py_ssize_t k,
+                              Py_ssize_t n, int semantics, Py_ssize_t* out) noexcept nogil:
+    """Greedy decoding: each draft stands while it is its target row's argmax."""
+    cdef Py_ssize_t i, t, token, bad = 0
+    for i in range(k):
+        t = tokens[i]
+        if <size_t>t >= <size_t>n:
+            return outcome(i, i, BAD_TOKEN, i, t)
+        token = row_argmax(target + i * target_stride, n, &bad)
+        if token < 0:
+            return outcome(i, i, BAD_TARGET_VALUE, i, bad)
+        out[i] = token
+        if token != t:
+            return outcome(i + 1, i, OK, 0, 0)
+    if not bonus_follows(semantics, k, k, k, target_rows):
+        return outcome(k, k, OK, 0, 0)
+    token = row_argmax(target + k * target_stride, n, &bad)
+    if token < 0:
+        return outcome(k, k, BAD_TARGET_VALUE, k, bad)
+    out[k] = token
+    return outcome(k + 1, k, OK, 0, 0)
+
+
+cdef inline VerifyOutcome bonus_step(const real* target, Py_ssize_t target_stride,
+                                     Py_ssize_t target_rows, Py_ssize_t k, Py_ssize_t n,
+                                     int semantics, UniformStream* stream, Py_ssize_t* out,
+                                     Py_ssize_t emitted, Py_ssize_t accepted) noexcept nogil:
+    """R6, R7: the bonus token from target row ``k``, if one follows."""
+    cdef Py_ssize_t token, bad = 0
+    cdef double u
+    if not bonus_follows(semantics, accepted, emitted, k, target_rows):
+        return outcome(emitted, accepted, OK, 0, 0)
+    if not next_uniform(stream, &u):
+        return outcome(emitted, accepted, OUT_OF_UNIFORMS, k, 0)
+    token = cumulative_sample(target + k * target_stride, n, u, &bad)
+    if token < 0:
+        return outcome(emitted, accepted, BAD_TARGET_VALUE, k, bad)
+    out[emitted] = token
+    return outcome(emitted + 1, accepted, OK, 0, 0)
 
 
 cdef VerifyOutcome verify_row(const real* target, Py_ssize_t target_stride,
@@ -359,76 +404,51 @@ cdef VerifyOutcome verify_row(const real* target, Py_ssize_t target_stride,
 
     Row ``i`` of the target starts at ``target + i * target_stride``; the same for
     ``draft``, which may be NULL for a deterministic proposer (one-hot drafts).
-    Writes the emitted tokens to ``out`` (room for ``k + 2``).
+    Writes the emitted tokens to ``out`` (room for ``k + 2``).  Until a draft is
+    rejected, the tokens emitted are the drafts accepted.
     """
-    cdef VerifyOutcome outcome
     cdef const real* p
     cdef const real* q = NULL
     cdef Py_ssize_t i, t, token, bad = 0
     cdef double pt, qt, u
-    outcome.emitted = 0
-    outcome.accepted = 0
-    outcome.error = OK
+    if greedy:
+        return greedy_row(target, target_stride, target_rows, tokens, k, n, semantics, out)
     for i in range(k):
-        if 0 <= tokens[i] < n:
-            specdec_prefetch(target + i * target_stride + tokens[i])
+        t = tokens[i]
+        if <size_t>t < <size_t>n:
+            specdec_prefetch(target + i * target_stride + t)
             if draft != NULL:
-                specdec_prefetch(draft + i * draft_stride + tokens[i])
+                specdec_prefetch(draft + i * draft_stride + t)
     for i in range(k):                                           # R1
         t = tokens[i]
-        if not 0 <= t < n:
-            return failed(outcome, BAD_TOKEN, i, t)
+        if <size_t>t >= <size_t>n:
+            return outcome(i, i, BAD_TOKEN, i, t)
         p = target + i * target_stride
-        if greedy:
-            token = row_argmax(p, n, &bad)
-            if token < 0:
-                return failed(outcome, BAD_TARGET_VALUE, i, bad)
-            out[outcome.emitted] = token
-            outcome.emitted += 1
-            if token != t:
-                return outcome
-            outcome.accepted += 1
-            continue
         pt = p[t]                                                # R2
         if not is_probability(pt):
-            return failed(outcome, BAD_TARGET_VALUE, i, t)
+            return outcome(i, i, BAD_TARGET_VALUE, i, t)
         qt = 1.0
         if draft != NULL:
             q = draft + i * draft_stride
             qt = q[t]
             if not is_probability(qt):
-                return failed(outcome, BAD_DRAFT_VALUE, i, t)
+                return outcome(i, i, BAD_DRAFT_VALUE, i, t)
         if qt == 0.0 and semantics == REFERENCE:
-            return outcome                                       # R2: no token, no bonus
+            return outcome(i, i, OK, 0, 0)                       # R2: no token, no bonus
         if qt != 0.0:                                            # R3
             if not next_uniform(stream, &u):
-                return failed(outcome, OUT_OF_UNIFORMS, i, 0)
+                return outcome(i, i, OUT_OF_UNIFORMS, i, 0)
             if u < pt / qt:
-                out[outcome.emitted] = t
-                outcome.emitted += 1
-                outcome.accepted += 1
+                out[i] = t
                 continue
         if not next_uniform(stream, &u):                         # R4
-            return failed(outcome, OUT_OF_UNIFORMS, i, 0)
+            return outcome(i, i, OUT_OF_UNIFORMS, i, 0)
         token = residual_sample(p, q, t, n, u, &bad)
         if token == BAD_TARGET:
-            return failed(outcome, BAD_TARGET_VALUE, i, bad)
+            return outcome(i, i, BAD_TARGET_VALUE, i, bad)
         if token == BAD_DRAFT:
-            return failed(outcome, BAD_DRAFT_VALUE, i, bad)
-        out[outcome.emitted] = token
-        outcome.emitted += 1
-        break
-    if not bonus_follows(semantics, outcome.accepted, outcome.emitted, k, target_rows):
-        return outcome
-    p = target + k * target_stride
-    if greedy:
-        token = row_argmax(p, n, &bad)
-    else:
-        if not next_uniform(stream, &u):
-            return failed(outcome, OUT_OF_UNIFORMS, k, 0)
-        token = cumulative_sample(p, n, u, &bad)
-    if token < 0:
-        return failed(outcome, BAD_TARGET_VALUE, k, bad)
-    out[outcome.emitted] = token
-    outcome.emitted += 1
-    return outcome
+            return outcome(i, i, BAD_DRAFT_VALUE, i, bad)
+        out[i] = token
+        return bonus_step(target, target_stride, target_rows, k, n, semantics, stream,
+                          out, i + 1, i)
+    return bonus_step(target, target_stride, target_rows, k, n, semantics, stream, out, k, k)
