@@ -440,6 +440,10 @@ cdef object open_uniforms(object rng, object uniforms, Py_ssize_t needed, double
 cdef double as_uniform(object item, Py_ssize_t i) except? -1.0:
     """Item ``i`` of a sequence of uniforms: a real number in [0, 1)."""
     cdef double x
+    if PyFloat_CheckExact(item):
+        x = PyFloat_AS_DOUBLE(item)
+        if 0.0 <= x < 1.0:
+            return x
     if isinstance(item, (str, bytes, complex)) or item is None or (
             hasattr(item, "__len__") and not (cnp.PyArray_Check(item)
                                               and cnp.PyArray_NDIM(item) == 0)):
