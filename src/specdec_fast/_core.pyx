@@ -473,12 +473,11 @@ cdef out_of_uniforms(UniformStream* stream):
 
 cdef Py_ssize_t as_size(object value, str name) except -1:
     """A positive size given as an int (or NumPy integer)."""
-    cdef int overflow = 0
-    cdef long long size
+    cdef Py_ssize_t size
     if PyLong_CheckExact(value):
-        size = PyLong_AsLongLongAndOverflow(value, &overflow)
-        if not overflow and 1 <= size <= PY_SSIZE_T_MAX:
-            return <Py_ssize_t>size
+        size = specdec_exact_index(<PyObject*>value)
+        if size >= 1:
+            return size
     else:
         if isinstance(value, (bool, float)) or not hasattr(type(value), "__index__"):
             raise TypeError(f"{name} must be an int, not {type(value).__name__}")
