@@ -248,12 +248,13 @@ def _run(tables, jobs, states, accepted_hist, emitted_hist, done, buffers, bar):
 
     workers = [threading.Thread(target=work, args=(b,), daemon=True,
                                 name=f"specdec-simulate-{i}") for i, b in enumerate(buffers)]
-    for w in workers:
-        w.start()
     interrupted = False
     running = len(workers)
     error = None
     try:
+        # Started inside the try: a Ctrl-C while they start must stop those already running.
+        for w in workers:
+            w.start()
         while running:
             try:
                 event = events.get(timeout=0.1)
@@ -269,7 +270,8 @@ def _run(tables, jobs, states, accepted_hist, emitted_hist, done, buffers, bar):
         interrupted = True
         stop.set()
         for w in workers:
-            w.join()
+            if w.is_alive():    # one not yet running will find stop set and write nothing
+                w.join()
         while True:              # progress of the chunks that finished meanwhile
             try:
                 event = events.get_nowait()

@@ -10,15 +10,43 @@ K, K+1 or K+3 rows (R6), K == 0 (R7), V == 1, subnormal entries.
 uniforms exactly on, or within a few ulps of, the accept thresholds (R3) and
 the bucket boundaries (R4, R6) -- where a fast scan is most likely to differ.
 """
+import _thread
 import itertools
 import math
+import signal
+import threading
 
 import numpy as np
+import pytest
 
 from specdec_fast.reference import replaying
 from specdec_fast.reference import speculative_decode_sim as reference_sim
 
 ONE_MINUS = 1.0 - 2.0**-53          # the largest double below 1
+
+
+@pytest.fixture
+def ctrl_c_after():
+    """``ctrl_c_after(seconds)``: a Ctrl-C (KeyboardInterrupt in the main thread) that
+    many seconds later, cancelled at the end of the test.
+
+    ``_thread.interrupt_main`` does nothing where SIGINT is not handled by Python,
+    as in a process started in the background by a shell, which ignores SIGINT
+    from the start; Python's own handler is installed for the test so that the
+    interrupt arrives wherever the suite runs.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    timers = []
+
+    def arm(seconds):
+        timer = threading.Timer(seconds, _thread.interrupt_main)
+        timers.append(timer)
+        timer.start()
+
+    yield arm
+    for timer in timers:
+        timer.cancel()
+    signal.signal(signal.SIGINT, previous)
 KEYS = ["num_draft_tokens", "num_accepted", "acceptance_rate", "tokens",
         "speedup_over_sequential"]
 

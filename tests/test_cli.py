@@ -5,12 +5,10 @@ traceback), 130 after Ctrl-C.  Simulations use fixed seeds, so the checks on
 their numbers are deterministic; with intervals at the 1 - 1e-6 level they
 would fail by chance with probability about 1e-6 each were the seeds random.
 """
-import _thread
 import json
 import os
 import subprocess
 import sys
-import threading
 
 import numpy as np
 import pytest
@@ -215,14 +213,10 @@ def test_bench_table(capsys):
     assert any(l.split()[:2] == ["2", "32"] for l in out.splitlines())
 
 
-def test_ctrl_c_stops_cleanly(capsys):
-    timer = threading.Timer(1.0, _thread.interrupt_main)
-    timer.start()
-    try:
-        code, out, err = run(["simulate", "--alpha", "0.8", "--k", "1-3", "--trials", "1e9",
-                              "--json", "--no-progress"], capsys)
-    finally:
-        timer.cancel()
+def test_ctrl_c_stops_cleanly(capsys, ctrl_c_after):
+    ctrl_c_after(1.0)
+    code, out, err = run(["simulate", "--alpha", "0.8", "--k", "1-3", "--trials", "1e9",
+                          "--json", "--no-progress"], capsys)
     assert code == 130
     assert "Traceback" not in err and "interrupted" in err
     report = json.loads(out)

@@ -6,7 +6,6 @@ always passes or always fails.  The statistical comparisons use intervals at
 random, each comparison would fail by chance with probability at most about
 1e-6, and the file (a few hundred comparisons) with probability below 1e-3.
 """
-import _thread
 import threading
 import time
 
@@ -246,21 +245,36 @@ def test_progress_object_and_bar(capsys):
         simulate(draft, target, trials=10, progress="yes")
 
 
-def test_keyboard_interrupt_returns_what_finished():
+def test_keyboard_interrupt_returns_what_finished(ctrl_c_after):
     draft, target = zipf_rows(100, [0.8] * 8, rng=1)
-    timer = threading.Timer(1.0, _thread.interrupt_main)
-    timer.start()
+    ctrl_c_after(1.0)
     start = time.perf_counter()
-    try:
-        r = simulate(draft, target, trials=10**9, rng=1, num_threads=2)
-    finally:
-        timer.cancel()
+    r = simulate(draft, target, trials=10**9, rng=1, num_threads=2)
     assert time.perf_counter() - start < 30
     assert r.interrupted
     assert 0 < r.trials < 10**9
     assert r.trials % CHUNK_TRIALS == 0              # whole chunks only
     assert r.histogram.sum() == r.trials == r.reached[0]
     assert abs(r.mean_tokens - r.expected_tokens) < 0.05
+
+
+def test_keyboard_interrupt_while_threads_start_stops_them(monkeypatch):
+    """A Ctrl-C that lands while the workers are being started (here: as the second
+    starts) stops the one already running; none is left running after the call."""
+    draft, target = zipf_rows(100, [0.8] * 8, rng=1)
+    start_thread = threading.Thread.start
+
+    def start(thread):
+        if thread.name == "specdec-simulate-1":
+            raise KeyboardInterrupt
+        start_thread(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    began = time.perf_counter()
+    r = simulate(draft, target, trials=10**9, rng=1, num_threads=2)
+    assert time.perf_counter() - began < 30
+    assert r.interrupted and r.trials < 10**9
+    assert not [t for t in threading.enumerate() if t.name.startswith("specdec-simulate")]
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
