@@ -27,8 +27,8 @@ e.g. ``SPECDEC_BENCH_SCALE=0.1`` for a quick smoke run.
 The grid is timed ``REPEATS`` times (``SPECDEC_BENCH_REPEATS``, default 7), one
 whole pass after another, each with its share of the budget.  This machine's
 speed drifts by tens of percent over seconds to minutes, and stretches of it run
-at half speed; a ratio taken within one pass compares times measured a fraction
-of a second apart, and the report takes the median over passes, so a slow
+at half speed; a ratio taken within one pass compares times measured within
+about a second, and the report takes the median over passes, so a slow
 stretch that catches one implementation of a case in two passes of the seven
 leaves the ratio as it is.  More passes cost little: the budget is shared
 among them.
