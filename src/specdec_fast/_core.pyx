@@ -118,7 +118,7 @@ cdef object open_matrix(object obj, str name, Py_ssize_t need, Py_ssize_t readab
     cdef cnp.ndarray arr
     cdef PyObject* row
     cdef PyObject** items
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, size
     m.data = NULL
     m.rows = NULL
     if cnp.PyArray_CheckExact(obj) and in_place_dtype(<cnp.ndarray>obj):
@@ -134,18 +134,16 @@ cdef object open_matrix(object obj, str name, Py_ssize_t need, Py_ssize_t readab
         # __float__ say, may have removed or shortened it).
         m.rows = <PyObject*>obj
         items = PySequence_Fast_ITEMS(obj)
-        i = 0
-        while i < min(m.nrows, readable):       # rows already fine: no user code runs
-            row = items[i]
-            if not (PyList_CheckExact_ptr(row) and PyList_GET_SIZE_ptr(row) >= vocab_size):
-                break
-            i += 1
-        for i in range(i, min(m.nrows, readable)):
-            if i < PySequence_Fast_GET_SIZE(obj):       # user code may have shrunk it
-                row = PySequence_Fast_ITEMS(obj)[i]
+        size = m.nrows
+        for i in range(min(m.nrows, readable)):
+            if i < size:
+                row = items[i]
                 if PyList_CheckExact_ptr(row) and PyList_GET_SIZE_ptr(row) >= vocab_size:
                     continue
             check_row(row_at(m, i, name), name, i, vocab_size)
+            # check_row may have run user code (a __len__) that changed the list.
+            items = PySequence_Fast_ITEMS(obj)
+            size = PySequence_Fast_GET_SIZE(obj)
         return obj
     return open_array(as_real_array(obj, name), name, need, readable, vocab_size, m)
 
