@@ -6,6 +6,7 @@ Float32 (and float16, int) inputs are read as float64 exactly, so they are
 compared against the reference run on ``arr.tolist()``.
 """
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -574,13 +575,15 @@ def test_integer_and_other_dtypes():
 
 
 def test_list_of_numpy_scalars_and_array_rows():
-    """Rows as lists of np.float64 scalars or 1-D float32/float64 arrays (read as doubles)."""
+    """Rows as lists of np.float64 scalars (compared with the reference on those very
+    objects: from CPython 3.12 on its sum() does not compensate them) or as 1-D
+    float32/float64 arrays (an array stands for its tolist())."""
     g = np.random.default_rng(13)
     for _ in range(300):
         draft, target, tokens, V = make_case(g, V=int(g.integers(1, 20)))
         U = pick_uniforms(g, draft.tolist(), target.tolist(), tokens, V)
-        check([list(r) for r in draft], [list(r) for r in target], tokens, V, U,
-              draft.tolist(), target.tolist())
+        check([list(r) for r in draft], [list(r) for r in target], tokens, V, U)
+        check(list(draft), list(target), tokens, V, U, draft.tolist(), target.tolist())
         d32 = [r.astype(np.float32) for r in draft]
         t32 = [r.astype(np.float32) for r in target]
         U = pick_uniforms(g, [r.tolist() for r in d32], [r.tolist() for r in t32], tokens, V)
@@ -657,6 +660,83 @@ def test_residual_sum_follows_running_interpreter():
         assert fast["tokens"][0] != 0
     fast2 = fast_sim(np.array([q]), np.array([p]), [V - 1], V, uniforms=[0.5, u2])
     assert_same(fast2, fast)
+
+
+class PlainFloat(float):
+    """A float subclass that keeps float's arithmetic: ``x - y`` gives a float."""
+
+
+def _typed_residual_case(g, V):
+    """Rows whose entries are floats, NumPy float64 scalars, ints, bools and float
+    subclasses, mixing sizes near 1 with ones near 1e-16 so that compensated and
+    plain sums of the residual differ.  The draft token V - 1 (p = 0, q = 1) is
+    rejected; both rows are lists of the objects themselves.
+
+    The type of ``p - q`` is Python's dispatch: float64 - float and int - float64
+    give a float64, but PlainFloat - float64 a float (float's subtraction goes first,
+    as float64 is no subclass of PlainFloat, and takes any float)."""
+    target, draft = [], []
+    for _ in range(V - 1):
+        kind = g.choice(["float", "float", "np-target", "np-draft", "int", "bool", "subclass",
+                         "subclass-np", "int-np"])
+        x = float(g.random()) if g.random() < 0.3 else float(g.random()) * 10.0 ** -int(
+            g.integers(13, 17))
+        y = 0.0 if g.random() < 0.7 else x * float(g.random())
+        if kind == "int":
+            x, y = int(g.integers(0, 3)), int(g.integers(0, 2))
+        elif kind == "bool":
+            x, y = bool(g.integers(0, 2)), False
+        elif kind == "np-target":
+            x = np.float64(x)
+        elif kind == "np-draft":
+            y = np.float64(y)
+        elif kind == "subclass":
+            x = PlainFloat(x)
+        elif kind == "subclass-np":
+            x, y = PlainFloat(x), np.float64(y)
+        elif kind == "int-np":
+            x, y = int(g.integers(1, 3)), np.float64(y)
+        target.append(x)
+        draft.append(y)
+    return [draft + [1.0]], [target + [0.0]]
+
+
+def test_residual_sum_follows_the_python_types_of_list_entries():
+    """R4 / Floating point: the reference's ``sum()`` of the residual depends on the
+    Python types of its items from CPython 3.12 on (Neumaier's compensation over
+    floats; ints added as they are; plain additions from the first item of another
+    type, such as a NumPy float64).  With list rows the drop-in must give the
+    reference's token on the objects themselves.
+
+    Each case puts the correction draw exactly on the end of a residual bucket as
+    the reference computes it on those objects, where the token depends on the last
+    bit of z.  On CPython >= 3.12 the same values as plain floats must give another
+    token in some cases (so the types are what decides); deterministic seed.
+    """
+    g = np.random.default_rng(41)
+    decided_by_types = 0
+    for _ in range(400):
+        V = int(g.integers(3, 30))
+        draft, target = _typed_residual_case(g, V)
+        adjusted = [max(0.0, t - d) for t, d in zip(target[0], draft[0])]
+        z = sum(adjusted)
+        cum, ends = 0.0, []
+        for a in adjusted:
+            cum += a / z
+            ends.append(cum)
+        v = int(g.integers(0, V - 1))
+        if not 0.0 < ends[v] < 1.0 or (v > 0 and ends[v - 1] == ends[v]):
+            continue
+        U = [0.5, float(ends[v])]
+        fast, used = check(draft, target, [V - 1], V, U)
+        assert used == 2 and fast["tokens"] == [v]
+        as_floats, _ = run_reference([[float(x) for x in draft[0]]],
+                                     [[float(x) for x in target[0]]], [V - 1], V, U)
+        decided_by_types += as_floats["tokens"] != [v]
+    if sys.version_info >= (3, 12):
+        assert decided_by_types >= 10, decided_by_types
+    else:
+        assert decided_by_types == 0       # sum() is a plain left-to-right sum
 
 
 @pytest.mark.parametrize("K", [0, 1, 8])

@@ -22,9 +22,11 @@ from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy
 
 from specdec_fast._kernel cimport (BAD_DRAFT, BAD_DRAFT_VALUE, BAD_TARGET, BAD_TARGET_VALUE, EXACT,
-                                   OUT_OF_UNIFORMS, REFERENCE, UniformStream, VerifyOutcome,
+                                   OUT_OF_UNIFORMS, REFERENCE, SUM_FLOAT, SUM_INT, SUM_OTHER,
+                                   UniformStream, VerifyOutcome,
                                    any_order_sum, bonus_follows, cumulative_sample, is_probability,
-                                   next_uniform, residual_sample, verify_row)
+                                   next_uniform, residual_sample, sum_is_compensated,
+                                   verify_row)
 from specdec_fast._rng cimport Rng
 
 cnp.import_array()
@@ -39,12 +41,24 @@ cdef extern from "Python.h":
     bint PyFloat_Check_ptr "PyFloat_Check"(PyObject* op)
     double PyFloat_AS_DOUBLE_ptr "PyFloat_AS_DOUBLE"(PyObject* op)
     bint PyLong_CheckExact_ptr "PyLong_CheckExact"(PyObject* op)
+    bint PyLong_Check_ptr "PyLong_Check"(PyObject* op)
     bint PyList_CheckExact_ptr "PyList_CheckExact"(PyObject* op)
     bint PyTuple_CheckExact_ptr "PyTuple_CheckExact"(PyObject* op)
     Py_ssize_t PyList_GET_SIZE_ptr "PyList_GET_SIZE"(PyObject* op)
     PyObject* PyList_GET_ITEM_ptr "PyList_GET_ITEM"(PyObject* op, Py_ssize_t i)
     PyObject* PyTuple_GET_ITEM_ptr "PyTuple_GET_ITEM"(PyObject* op, Py_ssize_t i)
     void PyList_SET_ITEM_ptr "PyList_SET_ITEM"(PyObject* op, Py_ssize_t i, PyObject* item)
+
+cdef extern from "Python.h":
+    # Just enough of a type object to tell whether it subtracts as float or int does.
+    ctypedef struct PyNumberMethods:
+        void* nb_subtract
+    ctypedef struct NumberType "PyTypeObject":
+        PyNumberMethods* tp_as_number
+    NumberType PyFloat_Type
+    NumberType PyLong_Type
+    NumberType* Py_TYPE_ptr "Py_TYPE"(PyObject* op)
+    bint PyType_IsSubtype(NumberType* a, NumberType* b)
 
 cdef extern from "exact_int.h":
     # An exact int's value if it is in [0, PY_SSIZE_T_MAX], else -1; never raises.
@@ -277,17 +291,20 @@ cdef inline double read_entry(Matrix* m, Py_ssize_t i, Py_ssize_t v, str name) e
 
 cdef object entry_object(Matrix* m, Py_ssize_t i, Py_ssize_t v, str name):
     """Entry ``[i][v]`` as the object the reference holds before computing with it:
-    fetched from the row as it is now, not converted."""
+    fetched from the row as it is now, not converted.  An array stands for its
+    ``tolist()``: its entry is the Python float, int or bool (or object) found there."""
     cdef object row
     if m.data != NULL:
         return read_entry(m, i, v, name)
     row = held_row(m, i, v + 1, name)
     if type(row) is list or type(row) is tuple:
         return <object>PySequence_Fast_ITEMS(row)[v]
-    if cnp.PyArray_Check(row) and in_place_dtype(row):
-        if cnp.PyArray_TYPE(row) == cnp.NPY_FLOAT:
-            return (<float*>cnp.PyArray_GETPTR1(row, v))[0]
-        return (<double*>cnp.PyArray_GETPTR1(row, v))[0]
+    if cnp.PyArray_Check(row):
+        if in_place_dtype(row):
+            if cnp.PyArray_TYPE(row) == cnp.NPY_FLOAT:
+                return (<float*>cnp.PyArray_GETPTR1(row, v))[0]
+            return (<double*>cnp.PyArray_GETPTR1(row, v))[0]
+        return row.item(v)
     return row[v]
 
 
@@ -344,15 +361,18 @@ cdef Py_ssize_t quick_entries(Matrix* m, Py_ssize_t i, Py_ssize_t v, Py_ssize_t 
 
 
 cdef int read_row_pair(Matrix* target, Matrix* draft, Py_ssize_t i, Py_ssize_t n,
-                       double* p, double* q) except -1:
+                       double* p, double* q, unsigned char* kinds) except -1:
     """Rows ``i`` of both matrices as float64, read in the reference's order
     (``target[i][v]``, ``draft[i][v]``, then ``v + 1``): runs of entries whose
     reading runs no user code are copied; at an entry that may run some, both
-    objects are fetched before either is converted."""
+    objects are fetched before either is converted.  Unless NULL, ``kinds``
+    (``n`` zeros: floats) gets the ``SumKind`` of each residual."""
     cdef Py_ssize_t v = 0, w, end, stop, window = FIRST_CHUNK, checked = 0
     while v < n:
         end = min(n, v + window)
         stop = quick_entries(draft, i, v, quick_entries(target, i, v, end, p), q)
+        if kinds != NULL:       # the entries just copied, before any user code runs
+            record_kinds(sequence_items(target, i), sequence_items(draft, i), v, stop, kinds)
         if stop == end:
             v = end
             window = min(2 * window, LAST_CHUNK)
@@ -363,6 +383,8 @@ cdef int read_row_pair(Matrix* target, Matrix* draft, Py_ssize_t i, Py_ssize_t n
             check_probability(q[w], "draft_probs", i, w)
         p_item = entry_object(target, i, stop, "target_probs")
         q_item = entry_object(draft, i, stop, "draft_probs")
+        if kinds != NULL:
+            kinds[stop] = residual_kind(<PyObject*>p_item, <PyObject*>q_item)
         p[stop] = as_real(p_item, "target_probs", i, stop)
         check_probability(p[stop], "target_probs", i, stop)
         q[stop] = as_real(q_item, "draft_probs", i, stop)
@@ -370,6 +392,77 @@ cdef int read_row_pair(Matrix* target, Matrix* draft, Py_ssize_t i, Py_ssize_t n
         v = checked = stop + 1
         window = FIRST_CHUNK
     return 0
+
+
+cdef inline PyObject** sequence_items(Matrix* m, Py_ssize_t i) noexcept:
+    """The items of row ``i`` when it is a list or tuple, else NULL (an array)."""
+    cdef PyObject* row
+    if m.data != NULL or i >= PySequence_Fast_GET_SIZE_ptr(m.rows):
+        return NULL
+    row = PySequence_Fast_ITEMS_ptr(m.rows)[i]
+    if PyList_CheckExact_ptr(row) or PyTuple_CheckExact_ptr(row):
+        return PySequence_Fast_ITEMS_ptr(row)
+    return NULL
+
+
+cdef void record_kinds(PyObject** p_items, PyObject** q_items, Py_ssize_t v, Py_ssize_t stop,
+                       unsigned char* kinds) noexcept:
+    """``kinds[v:stop]`` for entries copied by ``quick_entries``: floats, or arrays' entries."""
+    cdef Py_ssize_t w
+    if p_items == NULL and q_items == NULL:
+        return
+    for w in range(v, stop):
+        kinds[w] = residual_kind(p_items[w] if p_items != NULL else NULL,
+                                 q_items[w] if q_items != NULL else NULL)
+
+
+cdef enum:
+    DECLINED = 255          # a subtraction slot that returns NotImplemented for these operands
+
+
+cdef unsigned char residual_kind(PyObject* p_item, PyObject* q_item) noexcept:
+    """The ``SumKind`` of ``p_item - q_item`` in the reference, found the way Python
+    picks the subtraction: the right operand's first if its type is a subclass of
+    the left's with its own, else the left's, then the other if that one declines.
+    float's takes floats and ints (a float), int's only ints (an int), any other
+    (NumPy's, say) gives another type.  NULL stands for an array's entry: an array
+    stands for its ``tolist()``, so that entry is a float."""
+    cdef NumberType* p_type = Py_TYPE_ptr(p_item) if p_item != NULL else &PyFloat_Type
+    cdef NumberType* q_type = Py_TYPE_ptr(q_item) if q_item != NULL else &PyFloat_Type
+    cdef void* first = subtraction_of(p_type)
+    cdef void* second = subtraction_of(q_type)
+    cdef unsigned char kind
+    if second == first:
+        second = NULL
+    elif second != NULL and PyType_IsSubtype(q_type, p_type):
+        first, second = second, first
+    kind = subtraction_result(first, p_item, q_item)
+    if kind == DECLINED:
+        kind = subtraction_result(second, p_item, q_item)
+    return SUM_OTHER if kind == DECLINED else kind
+
+
+cdef inline void* subtraction_of(NumberType* t) noexcept:
+    return t.tp_as_number.nb_subtract if t.tp_as_number != NULL else NULL
+
+
+cdef unsigned char subtraction_result(void* slot, PyObject* p_item, PyObject* q_item) noexcept:
+    """The ``SumKind`` of what ``slot`` returns for the operands, or DECLINED."""
+    if slot == NULL:
+        return DECLINED
+    if slot == subtraction_of(&PyFloat_Type):
+        return SUM_FLOAT if real_operand(p_item) and real_operand(q_item) else DECLINED
+    if slot == subtraction_of(&PyLong_Type):
+        return SUM_INT if int_operand(p_item) and int_operand(q_item) else DECLINED
+    return SUM_OTHER
+
+
+cdef inline bint real_operand(PyObject* x) noexcept:
+    return x == NULL or PyFloat_Check_ptr(x) or PyLong_Check_ptr(x)
+
+
+cdef inline bint int_operand(PyObject* x) noexcept:
+    return x != NULL and PyLong_Check_ptr(x)
 
 
 # --------------------------------------------------------------------------
@@ -606,6 +699,7 @@ cdef Py_ssize_t sample_residual(Matrix* target, Matrix* draft, Py_ssize_t i, Py_
     cdef Row p, q
     cdef Py_ssize_t token, bad = 0
     cdef double* pair = NULL
+    cdef unsigned char* kinds = NULL
     keep_p = in_place_row(target, i, n, "target_probs", &p)
     keep_q = in_place_row(draft, i, n, "draft_probs", &q)
     try:
@@ -613,14 +707,20 @@ cdef Py_ssize_t sample_residual(Matrix* target, Matrix* draft, Py_ssize_t i, Py_
             pair = <double*>malloc(2 * max(n, 1) * sizeof(double))
             if pair == NULL:
                 raise MemoryError()
-            read_row_pair(target, draft, i, n, pair, pair + n)
+            if sum_is_compensated():     # the reference's sum() depends on the types
+                kinds = <unsigned char*>calloc(max(n, 1), 1)
+                if kinds == NULL:
+                    raise MemoryError()
+            read_row_pair(target, draft, i, n, pair, pair + n, kinds)
             p.data = pair
             q.data = pair + n
             p.single = q.single = False
         if p.single:
-            token = residual_sample(<const float*>p.data, <const float*>q.data, -1, n, u, &bad)
+            token = residual_sample(<const float*>p.data, <const float*>q.data, -1, n, u,
+                                    kinds, &bad)
         else:
-            token = residual_sample(<const double*>p.data, <const double*>q.data, -1, n, u, &bad)
+            token = residual_sample(<const double*>p.data, <const double*>q.data, -1, n, u,
+                                    kinds, &bad)
         if token == BAD_TARGET:
             raise bad_probability("target_probs", i, bad, row_value(&p, bad))
         if token == BAD_DRAFT:
@@ -628,6 +728,7 @@ cdef Py_ssize_t sample_residual(Matrix* target, Matrix* draft, Py_ssize_t i, Py_
         return token
     finally:
         free(pair)
+        free(kinds)
 
 
 cdef inline double row_value(Row* r, Py_ssize_t v) noexcept:

@@ -10,6 +10,20 @@ cdef enum:
     BAD_TARGET = -1      # a value of the target row failed validation
     BAD_DRAFT = -2       # a value of the draft row failed validation
 
+cdef extern from "Python.h":
+    int PY_VERSION_HEX
+
+cdef inline bint sum_is_compensated() noexcept nogil:
+    """Whether the running interpreter's ``sum()`` compensates float additions
+    (Neumaier's algorithm, CPython 3.12 and later)."""
+    return PY_VERSION_HEX >= 0x030C0000
+
+cdef enum SumKind:
+    # How the reference's ``sum()`` adds a residual ``max(0.0, p - q)``, by its Python type.
+    SUM_FLOAT = 0        # a float: compensated from CPython 3.12 on
+    SUM_INT = 1          # an int: added as it is, without compensation
+    SUM_OTHER = 2        # anything else (a NumPy float64): from here on, plain additions
+
 cdef enum Semantics:
     EXACT = 0            # the papers' algorithm
     REFERENCE = 1        # the reference's rules R1-R8
@@ -35,7 +49,8 @@ cdef struct VerifyOutcome:
     Py_ssize_t index
 
 cdef Py_ssize_t residual_sample(const real* p, const real* q, Py_ssize_t onehot, Py_ssize_t n,
-                                double u, Py_ssize_t* bad) noexcept nogil
+                                double u, const unsigned char* kinds,
+                                Py_ssize_t* bad) noexcept nogil
 cdef double any_order_sum(const double* p, Py_ssize_t n) noexcept nogil
 cdef Py_ssize_t cumulative_sample(const real* p, Py_ssize_t n, double u,
                                   Py_ssize_t* bad) noexcept nogil

@@ -3,11 +3,13 @@
 Everything here works on contiguous rows of float or double and knows nothing
 of Python objects.  Two samplers and the step built on them:
 
-``residual_sample(p, q, onehot, n, u)``
+``residual_sample(p, q, onehot, n, u, kinds)``
     R4 of the reference semantics: the residual ``a_v = max(0, p_v - q_v)``
     (``q`` NULL: a draft one-hot at ``onehot``), ``z = sum(a)``, then the first
     ``v`` with ``u <= a_0/z + ... + a_v/z`` (uniform ``1/n`` buckets when
-    ``z == 0``; token 0 when no ``v`` qualifies).
+    ``z == 0``; token 0 when no ``v`` qualifies).  ``kinds``: the Python type
+    of each ``a_v`` in the reference's list (``SumKind``), on which CPython's
+    ``sum()`` depends from 3.12 on; NULL when all are floats.
 ``cumulative_sample(p, n, u)``
     R6: the first ``v`` with ``u <= p_0 + ... + p_v``; token 0 when none does.
 ``verify_row(...)``
@@ -35,11 +37,7 @@ from libc.math cimport fabs
 cdef extern from "prefetch.h" nogil:
     void specdec_prefetch(const void* p)
 
-cdef extern from "Python.h":
-    int PY_VERSION_HEX
-
-# The reference's sum() is compensated (Neumaier) from CPython 3.12 on.
-cdef bint COMPENSATED_SUM = PY_VERSION_HEX >= 0x030C0000
+cdef bint COMPENSATED_SUM = sum_is_compensated()
 
 cdef extern from "block_sums.h" nogil:
     int residual_block_sums_f64(const double* p, const double* q, Py_ssize_t n,
@@ -120,14 +118,57 @@ cdef inline double residual_at(const real* p, const real* q, Py_ssize_t onehot,
     return positive_part(<double>p[v] - (1.0 if v == onehot else 0.0))
 
 
+cdef struct InterpreterSum:
+    # sum() of CPython 3.12 and later, which starts in a phase for ints, goes on
+    # in one for floats (Neumaier's compensation; ints added as they are) and
+    # ends, at the first item of another type, in plain additions.
+    double total
+    double compensation
+    unsigned char phase          # a SumKind: SUM_INT, SUM_FLOAT, then SUM_OTHER
+
+
+cdef inline void interpreter_sum_add(InterpreterSum* s, double a,
+                                     unsigned char kind) noexcept nogil:
+    """Adds ``a``, an item of the given kind, as the running interpreter's sum() does
+    (up to CPython 3.11: left to right, whatever the kind)."""
+    cdef double t
+    if not COMPENSATED_SUM or s.phase == SUM_OTHER:
+        s.total += a
+    elif s.phase == SUM_INT:
+        s.total += a
+        if kind != SUM_INT:
+            s.phase = kind
+    elif kind == SUM_FLOAT:
+        t = s.total + a
+        if fabs(s.total) >= fabs(a):
+            s.compensation += (s.total - t) + a
+        else:
+            s.compensation += (a - t) + s.total
+        s.total = t
+    elif kind == SUM_INT:
+        s.total += a
+    else:
+        s.total = interpreter_sum_result(s) + a
+        s.phase = SUM_OTHER
+
+
+cdef inline double interpreter_sum_result(const InterpreterSum* s) noexcept nogil:
+    if s.phase == SUM_FLOAT and s.compensation != 0.0 and fabs(s.compensation) <= DBL_MAX:
+        return s.total + s.compensation
+    return s.total
+
+
 cdef Py_ssize_t residual_sample_serial(const real* p, const real* q, Py_ssize_t onehot,
-                                       Py_ssize_t n, double u, Py_ssize_t* bad) noexcept nogil:
+                                       Py_ssize_t n, double u, const unsigned char* kinds,
+                                       Py_ssize_t* bad) noexcept nogil:
     """R4 exactly as the reference runs it, validating every value it reads.
 
-    ``z`` is summed as the running interpreter's ``sum()`` does: left to right
-    (CPython <= 3.11), or with Neumaier's compensation (3.12 and later).
+    ``z`` is summed as the running interpreter's ``sum()`` adds the residuals'
+    Python objects: ``kinds[v]`` is the kind of ``p[v] - q[v]`` where positive
+    (``max`` gives the float ``0.0`` elsewhere); NULL when every one is a float.
     """
-    cdef double z = 0.0, c = 0.0, t, a, cum = 0.0
+    cdef InterpreterSum z_sum = InterpreterSum(0.0, 0.0, SUM_INT)
+    cdef double z, t, a, cum = 0.0
     cdef Py_ssize_t v
     for v in range(n):
         if not is_probability(p[v]):
@@ -137,17 +178,8 @@ cdef Py_ssize_t residual_sample_serial(const real* p, const real* q, Py_ssize_t 
             bad[0] = v
             return BAD_DRAFT
         a = residual_at(p, q, onehot, v)
-        if COMPENSATED_SUM:
-            t = z + a
-            if fabs(z) >= fabs(a):
-                c += (z - t) + a
-            else:
-                c += (a - t) + z
-            z = t
-        else:
-            z += a
-    if COMPENSATED_SUM and c != 0.0 and fabs(c) <= DBL_MAX:
-        z += c
+        interpreter_sum_add(&z_sum, a, kinds[v] if kinds != NULL and a > 0.0 else SUM_FLOAT)
+    z = interpreter_sum_result(&z_sum)
     if z > 0.0:
         for v in range(n):
             cum += residual_at(p, q, onehot, v) / z
@@ -202,7 +234,8 @@ cdef inline Py_ssize_t residual_chunk_crossing(const real* p, const real* q, Py_
 
 
 cdef Py_ssize_t residual_sample(const real* p, const real* q, Py_ssize_t onehot, Py_ssize_t n,
-                                double u, Py_ssize_t* bad) noexcept nogil:
+                                double u, const unsigned char* kinds,
+                                Py_ssize_t* bad) noexcept nogil:
     cdef double sums[MAX_BLOCKS]
     cdef Py_ssize_t length = block_length(n, BLOCK), sub
     cdef Py_ssize_t nblocks = (n + length - 1) // length
@@ -214,7 +247,7 @@ cdef Py_ssize_t residual_sample(const real* p, const real* q, Py_ssize_t onehot,
     # Leave anything unusual to the serial path: invalid values, a zero or
     # overflowing residual, sums so small or large that scaling by z underflows.
     if not (valid and 1e-290 < z <= 1e290):
-        return residual_sample_serial(p, q, onehot, n, u, bad)
+        return residual_sample_serial(p, q, onehot, n, u, kinds, bad)
     # Locate the crossing: the block, then the vector-sized chunk (one-hot
     # drafts: the sub-block) within it, then the element, keeping ``below`` a
     # sum of the residual before the candidate.
@@ -242,7 +275,7 @@ cdef Py_ssize_t residual_sample(const real* p, const real* q, Py_ssize_t onehot,
             return v
     elif below / z * (1.0 + tol) + <double>(n + 2) * TINY < u:
         return 0
-    return residual_sample_serial(p, q, onehot, n, u, bad)
+    return residual_sample_serial(p, q, onehot, n, u, kinds, bad)
 
 
 cdef double any_order_sum(const double* p, Py_ssize_t n) noexcept nogil:
@@ -443,7 +476,7 @@ cdef VerifyOutcome verify_row(const real* target, Py_ssize_t target_stride,
                 continue
         if not next_uniform(stream, &u):                         # R4
             return outcome(i, i, OUT_OF_UNIFORMS, i, 0)
-        token = residual_sample(p, q, t, n, u, &bad)
+        token = residual_sample(p, q, t, n, u, NULL, &bad)
         if token == BAD_TARGET:
             return outcome(i, i, BAD_TARGET_VALUE, i, bad)
         if token == BAD_DRAFT:
