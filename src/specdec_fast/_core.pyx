@@ -332,12 +332,14 @@ cdef object in_place_row(Matrix* m, Py_ssize_t i, Py_ssize_t n, str name, Row* r
 
 
 cdef Py_ssize_t quick_entries(Matrix* m, Py_ssize_t i, Py_ssize_t v, Py_ssize_t stop,
-                             double* out) noexcept:
+                             double* out, Py_ssize_t* plain_end) noexcept:
     """Copies entries ``[v, stop)`` of row ``i`` to ``out`` up to the first whose
-    reading may run user code; returns its index (``stop`` when there is none)."""
+    reading may run user code; returns its index (``stop`` when there is none).
+    The entries before ``plain_end[0]`` are exact floats or an array's."""
     cdef char* data
     cdef PyObject* row
     cdef Py_ssize_t w
+    plain_end[0] = stop
     if m.data != NULL:
         data = m.data + i * m.row_stride
         for w in range(v, stop):
@@ -349,7 +351,7 @@ cdef Py_ssize_t quick_entries(Matrix* m, Py_ssize_t i, Py_ssize_t v, Py_ssize_t 
     if PyList_CheckExact_ptr(row) or PyTuple_CheckExact_ptr(row):
         if PySequence_Fast_GET_SIZE_ptr(row) < stop:
             return v
-        return copy_floats(PySequence_Fast_ITEMS_ptr(row), v, stop, out)
+        return copy_floats(PySequence_Fast_ITEMS_ptr(row), v, stop, out, plain_end)
     if (cnp.PyArray_Check(<object>row) and cnp.PyArray_NDIM(<object>row) == 1
             and in_place_dtype(<object>row) and cnp.PyArray_DIM(<object>row, 0) >= stop):
         data = <char*>cnp.PyArray_DATA(<object>row)
@@ -367,12 +369,14 @@ cdef int read_row_pair(Matrix* target, Matrix* draft, Py_ssize_t i, Py_ssize_t n
     reading runs no user code are copied; at an entry that may run some, both
     objects are fetched before either is converted.  Unless NULL, ``kinds``
     (``n`` zeros: floats) gets the ``SumKind`` of each residual."""
-    cdef Py_ssize_t v = 0, w, end, stop, window = FIRST_CHUNK, checked = 0
+    cdef Py_ssize_t v = 0, w, end, stop, window = FIRST_CHUNK, checked = 0, p_plain, q_plain
     while v < n:
         end = min(n, v + window)
-        stop = quick_entries(draft, i, v, quick_entries(target, i, v, end, p), q)
+        stop = quick_entries(draft, i, v, quick_entries(target, i, v, end, p, &p_plain), q,
+                             &q_plain)
         if kinds != NULL:       # the entries just copied, before any user code runs
-            record_kinds(sequence_items(target, i), sequence_items(draft, i), v, stop, kinds)
+            record_kinds(sequence_items(target, i), sequence_items(draft, i),
+                         min(p_plain, q_plain, stop), stop, kinds)
         if stop == end:
             v = end
             window = min(2 * window, LAST_CHUNK)
@@ -407,13 +411,22 @@ cdef inline PyObject** sequence_items(Matrix* m, Py_ssize_t i) noexcept:
 
 cdef void record_kinds(PyObject** p_items, PyObject** q_items, Py_ssize_t v, Py_ssize_t stop,
                        unsigned char* kinds) noexcept:
-    """``kinds[v:stop]`` for entries copied by ``quick_entries``: floats, or arrays' entries."""
+    """``kinds[v:stop]`` for entries copied by ``quick_entries``: floats (subclasses
+    too), or arrays' entries."""
     cdef Py_ssize_t w
+    cdef PyObject* p_item
+    cdef PyObject* q_item
     if p_items == NULL and q_items == NULL:
         return
     for w in range(v, stop):
-        kinds[w] = residual_kind(p_items[w] if p_items != NULL else NULL,
-                                 q_items[w] if q_items != NULL else NULL)
+        p_item = p_items[w] if p_items != NULL else NULL
+        q_item = q_items[w] if q_items != NULL else NULL
+        if not (plain_float(p_item) and plain_float(q_item)):    # else SUM_FLOAT, 0 already
+            kinds[w] = residual_kind(p_item, q_item)
+
+
+cdef inline bint plain_float(PyObject* x) noexcept:
+    return x == NULL or PyFloat_CheckExact_ptr(x)
 
 
 cdef enum:
@@ -458,7 +471,7 @@ cdef unsigned char subtraction_result(void* slot, PyObject* p_item, PyObject* q_
 
 
 cdef inline bint real_operand(PyObject* x) noexcept:
-    return x == NULL or PyFloat_Check_ptr(x) or PyLong_Check_ptr(x)
+    return plain_float(x) or PyFloat_Check_ptr(x) or PyLong_Check_ptr(x)
 
 
 cdef inline bint int_operand(PyObject* x) noexcept:
@@ -780,9 +793,10 @@ cdef enum:
 
 
 cdef Py_ssize_t copy_floats(PyObject** items, Py_ssize_t v, Py_ssize_t stop,
-                            double* out) noexcept:
-    """Copies ``items[v:stop]`` to ``out[v:stop]`` up to the first that is not an
-    exact float; returns its index (``stop`` when all are)."""
+                            double* out, Py_ssize_t* plain_end) noexcept:
+    """Copies ``items[v:stop]`` to ``out[v:stop]`` up to the first that is not a
+    float (subclasses count); returns its index (``stop`` when all are).  Unless
+    NULL, ``plain_end[0]`` gets an index up to which all are exact floats."""
     cdef PyObject* a
     cdef PyObject* b
     cdef PyObject* c
@@ -800,6 +814,8 @@ cdef Py_ssize_t copy_floats(PyObject** items, Py_ssize_t v, Py_ssize_t stop,
         out[v + 2] = PyFloat_AS_DOUBLE_ptr(c)
         out[v + 3] = PyFloat_AS_DOUBLE_ptr(d)
         v += 4
+    if plain_end != NULL:
+        plain_end[0] = v
     while v < stop and is_float(items[v]):
         out[v] = PyFloat_AS_DOUBLE_ptr(items[v])
         v += 1
@@ -869,7 +885,7 @@ cdef Py_ssize_t sample_cumulative_items(Matrix* target, Py_ssize_t i, object row
                     raise MemoryError()
                 values = grown
             start = filled
-            filled = copy_floats(items, filled, stop, values)
+            filled = copy_floats(items, filled, stop, values, NULL)
             total += any_order_sum(values + start, filled - start)
             # Every summation order is within gamma(n) of the exact sum, so past this
             # the reference's running sum has reached u inside values[0 .. filled).

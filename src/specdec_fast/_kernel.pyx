@@ -37,8 +37,6 @@ from libc.math cimport fabs
 cdef extern from "prefetch.h" nogil:
     void specdec_prefetch(const void* p)
 
-cdef bint COMPENSATED_SUM = sum_is_compensated()
-
 cdef extern from "block_sums.h" nogil:
     int residual_block_sums_f64(const double* p, const double* q, Py_ssize_t n,
                                 Py_ssize_t block, double* sums)
@@ -132,7 +130,7 @@ cdef inline void interpreter_sum_add(InterpreterSum* s, double a,
     """Adds ``a``, an item of the given kind, as the running interpreter's sum() does
     (up to CPython 3.11: left to right, whatever the kind)."""
     cdef double t
-    if not COMPENSATED_SUM or s.phase == SUM_OTHER:
+    if not sum_is_compensated() or s.phase == SUM_OTHER:
         s.total += a
     elif s.phase == SUM_INT:
         s.total += a
