@@ -218,6 +218,15 @@ def _boundary_uniform(g, cums):
     return _near(g, finite[int(g.integers(0, len(finite)))])
 
 
+def residual_bucket_ends(target_row, draft_row, V):
+    """The reference's running sums of its normalised residual (R4), computed as it
+    computes them, on the row objects themselves: bucket v ends at the v-th."""
+    a = [max(0.0, target_row[v] - draft_row[v]) for v in range(V)]
+    z = sum(a)
+    a = [x / z for x in a] if z > 0 else [1.0 / V] * V
+    return list(itertools.accumulate(a))
+
+
 def adversarial_uniforms(g, draft, target, tokens, V):
     """K + 2 uniforms placed at the reference's decision boundaries.
 
@@ -249,10 +258,7 @@ def adversarial_uniforms(g, draft, target, tokens, V):
         if u < ratio:
             accepted += 1
             continue
-        a = [max(0.0, target[i][v] - draft[i][v]) for v in range(V)]
-        z = sum(a)
-        a = [x / z for x in a] if z > 0 else [1.0 / V] * V
-        out.append(_boundary_uniform(g, list(itertools.accumulate(a))))
+        out.append(_boundary_uniform(g, residual_bucket_ends(target[i], draft[i], V)))
         accepted += 1
         break
     if accepted == K and len(target) > K:

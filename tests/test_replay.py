@@ -14,7 +14,7 @@ import pytest
 import specdec_fast
 from specdec_fast import Rng
 from conftest import (ONE_MINUS, adversarial_uniforms, assert_same, make_case,
-                      plain_uniforms, run_reference)
+                      plain_uniforms, residual_bucket_ends, run_reference)
 
 fast_sim = specdec_fast.speculative_decode_sim
 
@@ -718,12 +718,7 @@ def test_residual_sum_follows_the_python_types_of_list_entries():
     for _ in range(400):
         V = int(g.integers(3, 30))
         draft, target = _typed_residual_case(g, V)
-        adjusted = [max(0.0, t - d) for t, d in zip(target[0], draft[0])]
-        z = sum(adjusted)
-        cum, ends = 0.0, []
-        for a in adjusted:
-            cum += a / z
-            ends.append(cum)
+        ends = residual_bucket_ends(target[0], draft[0], V)
         v = int(g.integers(0, V - 1))
         if not 0.0 < ends[v] < 1.0 or (v > 0 and ends[v - 1] == ends[v]):
             continue
