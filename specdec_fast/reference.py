@@ -4,6 +4,10 @@ This is the function the project grew from (``shared/seeds``), kept as the
 twin against which the compiled core is tested and benchmarked.  It draws its
 randomness from the global ``random.random()``; ``replaying(uniforms)`` makes
 those calls return given values in turn, so a call can be replayed exactly.
+The keyword ``random`` (the ``random`` module unless given) is where the
+function finds ``random()``: the compiled drop-in passes its own generator or
+uniforms there when it hands a call to this function (numbers with their own
+arithmetic, see ``specdec_fast._core``).  The body is the seed's, word for word.
 """
 import contextlib
 import random
@@ -16,6 +20,8 @@ def speculative_decode_sim(
     target_probs: "list[list[float]]",
     draft_tokens: "list[int]",
     vocab_size: int,
+    *,
+    random=random,
 ) -> dict:
     """
     draft_probs[i]: draft model probability distribution at position i
