@@ -8,13 +8,22 @@ dict.  Two-dimensional float arrays go straight to the kernel's ``verify_row``;
 rows given as Python sequences are read here, element by element, by a loop
 that follows the same rules (R1-R8) and samples with the same kernel functions.
 The GIL is held throughout: use ``verify_batch`` for GIL-free batches.
+
+Numbers with their own arithmetic (a NumPy ``float32`` scalar, a ``Fraction``,
+a ``Decimal``, an int beyond 2**53) are not doubles: the reference computes
+with them in their arithmetic.  When the loop meets one among the entries or
+uniforms it reads, the call starts again in the reference itself, from the
+same uniforms, reading the same rows through ``CheckedRows`` (the same checks).
 """
+from fractions import Fraction
+
 import numpy as np
 
 cimport numpy as cnp
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_AsDouble, PyFloat_CheckExact
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE, PyList_New, PyList_SET_ITEM
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact, PyLong_FromSsize_t
+from cpython.number cimport PyNumber_Index
 from cpython.object cimport PyObject
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.ref cimport Py_INCREF
@@ -27,7 +36,8 @@ from specdec_fast._kernel cimport (BAD_DRAFT, BAD_DRAFT_VALUE, BAD_TARGET, BAD_T
                                    any_order_sum, bonus_follows, cumulative_sample, is_probability,
                                    next_uniform, residual_sample, sum_is_compensated,
                                    verify_row)
-from specdec_fast._rng cimport Rng
+from specdec_fast._rng cimport Rng, xoshiro256plus_state
+from specdec_fast.reference import speculative_decode_sim as reference_sim
 
 cnp.import_array()
 
@@ -50,11 +60,14 @@ cdef extern from "Python.h":
     void PyList_SET_ITEM_ptr "PyList_SET_ITEM"(PyObject* op, Py_ssize_t i, PyObject* item)
 
 cdef extern from "Python.h":
-    # Just enough of a type object to tell whether it subtracts as float or int does.
+    # Just enough of a type object to tell whose arithmetic its instances use.
     ctypedef struct PyNumberMethods:
+        void* nb_add
         void* nb_subtract
+        void* nb_true_divide
     ctypedef struct NumberType "PyTypeObject":
         PyNumberMethods* tp_as_number
+        void* tp_richcompare
     NumberType PyFloat_Type
     NumberType PyLong_Type
     NumberType* Py_TYPE_ptr "Py_TYPE"(PyObject* op)
@@ -86,6 +99,7 @@ cdef struct Matrix:
     bint single             # elements are float32 (else float64)
     PyObject* rows          # when data is NULL: the list or tuple of rows, read live
     Py_ssize_t nrows        # rows in the argument when the call began
+    bint hand_over          # an entry with its own arithmetic raises OwnArithmetic
 
 
 cdef inline char dtype_kind(object arr):
@@ -135,6 +149,7 @@ cdef object open_matrix(object obj, str name, Py_ssize_t need, Py_ssize_t readab
     cdef Py_ssize_t i, size
     m.data = NULL
     m.rows = NULL
+    m.hand_over = False
     if cnp.PyArray_CheckExact(obj) and in_place_dtype(<cnp.ndarray>obj):
         return open_array(<cnp.ndarray>obj, name, need, readable, vocab_size, m)
     if type(obj) is not list and type(obj) is not tuple:
@@ -256,9 +271,93 @@ cdef double as_real(object item, str name, Py_ssize_t i, Py_ssize_t v) except? -
                         f"not {type(item).__name__}") from None
 
 
+# --------------------------------------------------------------------------
+# Numbers with their own arithmetic: the reference computes in it, so the call
+# is handed to the reference (``hand_over`` in ``speculative_decode_sim``).
+
+class OwnArithmetic(Exception):
+    """Raised where the compiled loop meets a number that the reference would not
+    compute with as a double; caught by ``speculative_decode_sim``."""
+
+
+cdef object FLOAT64_SCALAR = np.float64
+cdef long long EXACT_INT_LIMIT = 9007199254740992      # 2**53
+
+
+class PythonArithmetic:
+    """Its type's slots are those of every class that defines arithmetic in Python."""
+
+    def __add__(self, other):
+        return NotImplemented
+
+    def __sub__(self, other):
+        return NotImplemented
+
+    def __truediv__(self, other):
+        return NotImplemented
+
+
+cdef object PYTHON_ARITHMETIC = PythonArithmetic
+cdef object FRACTION = Fraction
+
+
+cdef bint same_arithmetic(NumberType* t, NumberType* model) noexcept:
+    """Whether ``t`` adds, subtracts, divides and compares with ``model``'s functions
+    (the operations the reference applies to probabilities and uniforms)."""
+    cdef PyNumberMethods* a = t.tp_as_number
+    cdef PyNumberMethods* b = model.tp_as_number
+    return (a != NULL and t.tp_richcompare == model.tp_richcompare
+            and a.nb_add == b.nb_add and a.nb_subtract == b.nb_subtract
+            and a.nb_true_divide == b.nb_true_divide)
+
+
+cdef bint computes_as_double(PyObject* x) noexcept:
+    """Whether the reference's arithmetic on ``x`` is IEEE double arithmetic on its
+    value: a float (or a subclass keeping float's or NumPy float64's arithmetic),
+    or an int (or bool) of at most 2**53 in magnitude, which a double holds exactly."""
+    cdef NumberType* t = Py_TYPE_ptr(x)
+    cdef int overflow = 0
+    cdef long long value
+    if PyFloat_CheckExact_ptr(x):
+        return True
+    if PyFloat_Check_ptr(x):
+        return (same_arithmetic(t, &PyFloat_Type)
+                or same_arithmetic(t, <NumberType*><PyObject*>FLOAT64_SCALAR))
+    if PyLong_Check_ptr(x) and same_arithmetic(t, &PyLong_Type):
+        value = PyLong_AsLongLongAndOverflow(<object>x, &overflow)
+        return overflow == 0 and -EXACT_INT_LIMIT <= value <= EXACT_INT_LIMIT
+    return False
+
+
+cdef bint own_arithmetic(PyObject* x) noexcept:
+    """A number that the reference would compute with in its own arithmetic, with
+    no user code run in it or in ``float()``: a NumPy scalar other than float64, a
+    ``Decimal``, an int beyond 2**53, a ``Fraction``.  Objects of classes that
+    define their arithmetic in Python, and objects without arithmetic, are read
+    through ``float()`` (``as_real``), once, as the compiled loop reaches them."""
+    cdef NumberType* t = Py_TYPE_ptr(x)
+    cdef PyNumberMethods* a = t.tp_as_number
+    cdef PyNumberMethods* python = (<NumberType*><PyObject*>PYTHON_ARITHMETIC).tp_as_number
+    if computes_as_double(x) or a == NULL:
+        return False
+    if a.nb_add == NULL and a.nb_subtract == NULL and a.nb_true_divide == NULL:
+        return False
+    if <PyObject*>t == <PyObject*>FRACTION:
+        return True
+    return (a.nb_add != python.nb_add and a.nb_subtract != python.nb_subtract
+            and a.nb_true_divide != python.nb_true_divide)
+
+
+cdef int hand_over_if_own(Matrix* m, object item) except -1:
+    if m.hand_over and own_arithmetic(<PyObject*>item):
+        raise OwnArithmetic()
+    return 0
+
+
 cdef inline bint is_float(PyObject* item) noexcept:
-    """A float or a float subclass (NumPy float64): its value is read without user code."""
-    return PyFloat_CheckExact_ptr(item) or PyFloat_Check_ptr(item)
+    """A float, or a float subclass (NumPy float64) that computes as one: its value
+    is read without user code, and the reference computes with it as a double."""
+    return PyFloat_CheckExact_ptr(item) or (PyFloat_Check_ptr(item) and computes_as_double(item))
 
 
 cdef inline bint quick_entry(Matrix* m, Py_ssize_t i, Py_ssize_t v, double* x) noexcept:
@@ -282,11 +381,18 @@ cdef inline bint quick_entry(Matrix* m, Py_ssize_t i, Py_ssize_t v, double* x) n
 
 
 cdef inline double read_entry(Matrix* m, Py_ssize_t i, Py_ssize_t v, str name) except? -1.0:
-    """Entry ``[i][v]`` of the matrix as a double."""
+    """Entry ``[i][v]`` of the matrix as a double (or ``OwnArithmetic``)."""
     cdef double x
     if quick_entry(m, i, v, &x):
         return x
-    return as_real(entry_object(m, i, v, name), name, i, v)
+    return entry_value(m, i, v, name)
+
+
+cdef double entry_value(Matrix* m, Py_ssize_t i, Py_ssize_t v, str name) except? -1.0:
+    """``read_entry`` of an entry that reading may run user code for."""
+    item = entry_object(m, i, v, name)
+    hand_over_if_own(m, item)
+    return as_real(item, name, i, v)
 
 
 cdef object entry_object(Matrix* m, Py_ssize_t i, Py_ssize_t v, str name):
@@ -387,6 +493,8 @@ cdef int read_row_pair(Matrix* target, Matrix* draft, Py_ssize_t i, Py_ssize_t n
             check_probability(q[w], "draft_probs", i, w)
         p_item = entry_object(target, i, stop, "target_probs")
         q_item = entry_object(draft, i, stop, "draft_probs")
+        hand_over_if_own(target, p_item)
+        hand_over_if_own(draft, q_item)
         if kinds != NULL:
             kinds[stop] = residual_kind(<PyObject*>p_item, <PyObject*>q_item)
         p[stop] = as_real(p_item, "target_probs", i, stop)
@@ -482,11 +590,13 @@ cdef inline bint int_operand(PyObject* x) noexcept:
 # Uniforms: drawn from an Rng, or replayed from a sequence, in the reference's order.
 
 cdef object open_uniforms(object rng, object uniforms, Py_ssize_t needed, double* room,
-                          UniformStream* stream):
+                          UniformStream* stream, bint* own):
     """Fill ``stream`` from ``rng``, or from ``uniforms``: every value is checked,
     and the first ``needed`` (the most a call draws) are copied to ``room``, out
     of reach of user code that the call runs later (a ``__float__``, say).
-    Returns what keeps the generator alive."""
+    Returns the generator, or the list of uniforms given as a sequence (None for
+    an array); ``own[0]`` tells whether one of the first ``needed`` of those has
+    its own arithmetic."""
     cdef cnp.ndarray arr
     cdef const double* values
     cdef Py_ssize_t i, count
@@ -536,6 +646,10 @@ cdef object open_uniforms(object rng, object uniforms, Py_ssize_t needed, double
             x = as_uniform(items[i], i)
             if i < needed:
                 room[i] = x
+                own[0] = own[0] or own_arithmetic(<PyObject*>items[i])
+        stream.values = room
+        stream.count = min(count, needed)
+        return items
     stream.values = room
     stream.count = min(count, needed)
     return None
@@ -564,12 +678,12 @@ cdef double as_uniform(object item, Py_ssize_t i) except? -1.0:
 
 cdef inline int draw(UniformStream* stream, double* u) except -1:
     if not next_uniform(stream, u):
-        raise out_of_uniforms(stream)
+        raise out_of_uniforms(stream.count)
     return 0
 
 
-cdef out_of_uniforms(UniformStream* stream):
-    return ValueError(f"uniforms: the call needs more than the {stream.count} values given")
+cdef out_of_uniforms(Py_ssize_t count):
+    return ValueError(f"uniforms: the call needs more than the {count} values given")
 
 
 # --------------------------------------------------------------------------
@@ -927,7 +1041,7 @@ cdef Py_ssize_t verify_arrays(Matrix* target, Matrix* draft, const Py_ssize_t* t
                        <const double*>draft.data, draft.row_stride // item, tokens, K, V,
                        semantics, False, stream, out)
     if r.error == OUT_OF_UNIFORMS:
-        raise out_of_uniforms(stream)
+        raise out_of_uniforms(stream.count)
     if r.error == BAD_TARGET_VALUE:
         raise bad_probability("target_probs", r.row, r.index, read_entry(target, r.row, r.index, ""))
     if r.error == BAD_DRAFT_VALUE:
@@ -954,6 +1068,8 @@ cdef Py_ssize_t verify_rows(Matrix* target, Matrix* draft, const Py_ssize_t* tok
             reread = type(drafted) is list
             p_item = entry_object(target, i, t, "target_probs")
             q_item = entry_object(draft, i, t, "draft_probs")
+            hand_over_if_own(target, p_item)
+            hand_over_if_own(draft, q_item)
             p = as_real(p_item, "target_probs", i, t)
             check_probability(p, "target_probs", i, t)
             q = as_real(q_item, "draft_probs", i, t)
@@ -1049,6 +1165,90 @@ cdef dict new_result(Py_ssize_t K, Py_ssize_t n, const Py_ssize_t* out, object d
     return result
 
 
+# --------------------------------------------------------------------------
+# A call handed to the reference: numbers with their own arithmetic.
+
+cdef class CheckedRows:
+    """A matrix argument as the reference indexes it, for a call handed to it:
+    ``rows[i][v]`` is the entry the compiled loop would read (an array's as in its
+    ``tolist()``), after the same checks, with the same errors."""
+    cdef Matrix m
+    cdef object keep
+    cdef str name
+    cdef Py_ssize_t vocab_size
+
+    def __init__(self, object opened, str name, Py_ssize_t vocab_size):
+        self.keep = open_matrix(opened, name, 0, 0, vocab_size, &self.m)
+        self.name = name
+        self.vocab_size = vocab_size
+
+    def __len__(self):
+        return row_count(&self.m)
+
+    def __getitem__(self, Py_ssize_t i):
+        if not 0 <= i < row_count(&self.m):
+            raise ValueError(f"{self.name} changed size while being read")
+        return CheckedRow(self, i)
+
+
+cdef class CheckedRow:
+    """Row ``i`` of a ``CheckedRows``, read as it is when each entry is read."""
+    cdef CheckedRows rows
+    cdef Py_ssize_t i
+
+    def __init__(self, CheckedRows rows, Py_ssize_t i):
+        self.rows = rows
+        self.i = i
+
+    def __getitem__(self, index):
+        cdef CheckedRows rows = self.rows
+        cdef Py_ssize_t v = as_token(index, self.i)
+        if not 0 <= v < rows.vocab_size:    # a draft token that user code changed
+            raise ValueError(f"{rows.name}[{self.i}][{index!r}]: the index is outside "
+                             f"[0, vocab_size={rows.vocab_size})")
+        item = entry_object(&rows.m, self.i, v, rows.name)
+        check_probability(as_real(item, rows.name, self.i, v), rows.name, self.i, v)
+        return item
+
+
+cdef class UniformReplay:
+    """``random`` for a call handed to the reference: ``random()`` returns the
+    uniforms in turn (the objects given), and runs out as the compiled loop does."""
+    cdef list values
+    cdef Py_ssize_t used
+
+    def __init__(self, list values):
+        self.values = values
+        self.used = 0
+
+    def random(self):
+        if self.used >= len(self.values):
+            raise out_of_uniforms(len(self.values))
+        self.used += 1
+        return self.values[self.used - 1]
+
+
+cdef dict hand_to_reference(object draft, object target, object tokens, Py_ssize_t V,
+                            object opened_stream, UniformStream* stream,
+                            const xoshiro256plus_state* start):
+    """The call run by the reference on the opened arguments, from the start of the
+    stream (the generator as it was at ``start``, or the uniforms given); the tokens
+    come back as Python ints (R9), as the compiled loop gives them."""
+    cdef Py_ssize_t i
+    cdef dict result
+    if stream.state != NULL:
+        stream.state[0] = start[0]
+        source = opened_stream
+    elif opened_stream is not None:
+        source = UniformReplay(opened_stream[:stream.count])
+    else:
+        source = UniformReplay([stream.values[i] for i in range(stream.count)])
+    result = reference_sim(CheckedRows(draft, "draft_probs", V),
+                           CheckedRows(target, "target_probs", V), tokens, V, random=source)
+    result["tokens"] = [int(PyNumber_Index(t)) for t in result["tokens"]]
+    return result
+
+
 def speculative_decode_sim(draft_probs, target_probs, draft_tokens, vocab_size, *,
                            rng=None, uniforms=None, check_all=False, semantics="reference"):
     """Compiled twin of the reference; see ``specdec_fast.speculative_decode_sim``."""
@@ -1061,6 +1261,8 @@ def speculative_decode_sim(draft_probs, target_probs, draft_tokens, vocab_size, 
     cdef Py_ssize_t* out
     cdef Py_ssize_t K, V, i, n
     cdef int mode
+    cdef bint own_uniforms = False
+    cdef xoshiro256plus_state start
     if semantics == "reference":
         mode = REFERENCE
     elif semantics == "exact":
@@ -1079,16 +1281,28 @@ def speculative_decode_sim(draft_probs, target_probs, draft_tokens, vocab_size, 
         if tokens == NULL or room == NULL:
             raise MemoryError()
         out = tokens + K
-        keep_stream = open_uniforms(rng, uniforms, K + 2, room, &stream)
+        keep_stream = open_uniforms(rng, uniforms, K + 2, room, &stream, &own_uniforms)
+        if stream.state != NULL:
+            start = stream.state[0]
         if check_all:
             check_all_probabilities(&target, "target_probs", min(target.nrows, K + 1), V)
             check_all_probabilities(&draft, "draft_probs", K, V)
         read_tokens(draft_tokens, K, V, tokens)
-        if target.data != NULL and draft.data != NULL and target.single == draft.single:
-            n = verify_arrays(&target, &draft, tokens, K, V, mode, &stream, out)
-        else:
-            n = verify_rows(&target, &draft, tokens, draft_tokens, K, V, mode, &stream, out)
-        return new_result(K, n, out, draft_tokens)
+        target.hand_over = draft.hand_over = mode == REFERENCE
+        n = -1                              # -1: the call goes to the reference
+        try:
+            if not (own_uniforms and mode == REFERENCE):
+                if target.data != NULL and draft.data != NULL and target.single == draft.single:
+                    n = verify_arrays(&target, &draft, tokens, K, V, mode, &stream, out)
+                else:
+                    n = verify_rows(&target, &draft, tokens, draft_tokens, K, V, mode,
+                                    &stream, out)
+        except OwnArithmetic:
+            pass
+        if n >= 0:
+            return new_result(K, n, out, draft_tokens)
+        return hand_to_reference(keep_draft, keep_target, draft_tokens, V, keep_stream, &stream,
+                                 &start)
     finally:
         if tokens != small_tokens:
             free(tokens)

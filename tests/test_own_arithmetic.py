@@ -1,0 +1,196 @@
+"""Numbers with their own arithmetic: the drop-in hands the call to the reference.
+
+NumPy scalars other than float64 (float32, float16, longdouble, integers),
+``Decimal``, ``Fraction`` and ints beyond 2**53 are not doubles, and the
+reference computes with them in their own arithmetic: NumPy 2 divides two
+``float32`` scalars in ``float32`` and compares a float with one in ``float32``,
+``Fraction``s divide exactly, and adding a ``Decimal`` to a float raises
+``TypeError``.  When the drop-in meets such a number among the entries or
+uniforms it reads, it runs the reference itself from the call's first uniform,
+on the same rows (read through the same checks).  So the result is the
+reference's on the same objects, and so is any error.  Every test here is
+deterministic (fixed seeds, no statistics).
+"""
+from decimal import Decimal
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+import specdec_fast
+from conftest import adversarial_uniforms, assert_same, make_case, run_reference
+from specdec_fast import Rng
+from specdec_fast.reference import speculative_decode_sim as reference_sim
+
+fast_sim = specdec_fast.speculative_decode_sim
+
+SCALARS = {
+    "float32": np.float32,
+    "float16": np.float16,
+    "longdouble": np.longdouble,
+    "fraction": lambda x: Fraction(x).limit_denominator(1000),    # mostly not dyadic
+}
+FLOAT32_BELOW_ONE = np.nextafter(np.float32(1.0), np.float32(0.0))
+
+
+def as_objects(rows, kind):
+    """Rows of ``kind`` objects near the values of float64 rows."""
+    make = SCALARS[kind]
+    return [[make(float(x)) for x in row] for row in rows]
+
+
+def outcome(call):
+    """The call's dict, or the type of what it raised."""
+    try:
+        return call()
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError) as exc:
+        return type(exc)
+
+
+@pytest.mark.parametrize("kind", sorted(SCALARS))
+def test_rows_of_scalars_equal_the_reference_on_the_same_objects(kind):
+    """Random cases (K 0-16, V 1-5000, the edge features of ``make_case``) with rows of
+    NumPy scalars or Fractions and uniforms on the reference's own boundaries,
+    computed in the objects' arithmetic: the same dict as the reference on the
+    same objects.  Read as doubles, which the drop-in did before, the results
+    differ from the reference's in some of these cases: the test asserts that
+    too, so it holds the hand-over to account."""
+    g = np.random.default_rng([20261130, len(kind)])
+    cases = 100 if kind == "fraction" else 250
+    as_doubles_differ = 0
+    for _ in range(cases):
+        draft, target, tokens, V = make_case(g, V=int(g.integers(1, 400)))
+        if kind == "float16":                   # keep the values finite in float16
+            draft, target = np.clip(draft, 0, 1), np.clip(target, 0, 1)
+        d, t = as_objects(draft, kind), as_objects(target, kind)
+        U = outcome(lambda: adversarial_uniforms(g, d, t, tokens, V))
+        if not isinstance(U, list):             # the objects' arithmetic failed on its own
+            continue
+        want = outcome(lambda: run_reference(d, t, tokens, V, U)[0])
+        got = outcome(lambda: fast_sim(d, t, tokens, V, uniforms=U))
+        if isinstance(want, dict):
+            assert_same(got, want)
+        else:
+            assert got is want
+        doubles = [[float(x) for x in row] for row in d], [[float(x) for x in row] for row in t]
+        floats_U = [float(u) for u in U]
+        as_doubles = outcome(lambda: run_reference(*doubles, tokens, V, floats_U)[0])
+        as_doubles_differ += as_doubles != want
+    assert as_doubles_differ >= 3
+
+
+def test_uniforms_with_their_own_arithmetic():
+    """``float32`` uniforms: the reference compares them with its float ratios and
+    running sums in ``float32``; the drop-in hands such calls over, whatever the
+    form of the rows (lists or arrays)."""
+    g = np.random.default_rng(7)
+    differ = 0
+    for _ in range(300):
+        draft, target, tokens, V = make_case(g, V=int(g.integers(1, 200)))
+        d, t = draft.tolist(), target.tolist()
+        U = [min(np.float32(u), FLOAT32_BELOW_ONE)
+             for u in adversarial_uniforms(g, d, t, tokens, V)]
+        want, _ = run_reference(d, t, tokens, V, U)
+        assert_same(fast_sim(d, t, tokens, V, uniforms=U), want)
+        assert_same(fast_sim(draft, target, tokens, V, uniforms=U), want)
+        differ += run_reference(d, t, tokens, V, [float(u) for u in U])[0] != want
+    assert differ >= 3
+
+
+def test_arrays_beside_rows_of_scalars_stand_for_their_tolist():
+    """One matrix an array, the other rows of float32 scalars: the array's entries
+    are the Python floats of its ``tolist()``, in the handed-over call too."""
+    g = np.random.default_rng(11)
+    for _ in range(200):
+        draft, target, tokens, V = make_case(g, V=int(g.integers(1, 300)))
+        d = as_objects(draft, "float32")
+        U = adversarial_uniforms(g, d, target.tolist(), tokens, V)
+        want = outcome(lambda: run_reference(d, target.tolist(), tokens, V, U)[0])
+        got = outcome(lambda: fast_sim(d, target, tokens, V, uniforms=U))
+        if isinstance(want, dict):
+            assert_same(got, want)
+        else:
+            assert got is want
+
+
+def test_the_generator_is_drawn_from_the_calls_start():
+    """With ``rng``, a call handed over after some draws starts again from the
+    generator's state at the call's start: the reference drawing from a fresh
+    copy gives the same dict, and leaves that copy where the call left ``rng``."""
+    V = 50
+    g = np.random.default_rng(3)
+    for seed in range(40):
+        draft, target, tokens, _ = make_case(g, K=6, V=V)
+        # Floats up to the last row, whose float32 scalars only the bonus reads.
+        t = target.tolist()
+        t[-1] = [np.float32(x) for x in t[-1]]
+        rng, twin = Rng(seed), Rng(seed)
+        got = fast_sim(draft.tolist(), t, tokens, V, rng=rng)
+        want = reference_sim(draft.tolist(), t, tokens, V, random=twin)
+        assert_same(got, want)
+        assert rng.state == twin.state
+    specdec_fast.seed(5)
+    got = fast_sim(draft.tolist(), t, tokens, V)
+    assert_same(got, reference_sim(draft.tolist(), t, tokens, V, random=Rng(5)))
+
+
+def test_decimals_raise_where_the_reference_raises():
+    """The reference divides and compares Decimals, but cannot add one to its float
+    running sum: a call that only accepts gives its dict, one that reaches a scan
+    raises its TypeError."""
+    d = [[Decimal("0.5"), Decimal("0.5")]] * 2
+    t = [[Decimal("0.25"), Decimal("0.75")]] * 3
+    want, _ = run_reference(d, t[:2], [1, 1], 2, [0.3, 0.9])
+    assert_same(fast_sim(d, t[:2], [1, 1], 2, uniforms=[0.3, 0.9]), want)
+    assert want["tokens"] == [1, 1]
+    for tokens, U in (([1, 1], [0.3, 0.9, 0.5]), ([0, 1], [0.9, 0.5, 0.5])):
+        with pytest.raises(TypeError):
+            run_reference(d, t, tokens, 2, U)
+        with pytest.raises(TypeError, match="Decimal"):
+            fast_sim(d, t, tokens, 2, uniforms=U)
+
+
+def test_ints_beyond_two_to_the_53():
+    """Ints a double cannot hold: the reference divides and sums them exactly."""
+    big = 2**60
+    d = [[big, big + 1, big], [big, big, big + 3]]
+    t = [[big + 1, big, big + 2], [big - 5, big + 7, big], [1, 2**54 + 1, 2**54]]
+    g = np.random.default_rng(2)
+    for _ in range(200):
+        tokens = [int(x) for x in g.integers(0, 3, 2)]
+        U = adversarial_uniforms(g, d, t, tokens, 3)
+        want, _ = run_reference(d, t, tokens, 3, U)
+        assert_same(fast_sim(d, t, tokens, 3, uniforms=U), want)
+
+
+@pytest.mark.parametrize("bad", [np.float32(-0.25), np.float32("nan"), np.float16("inf"),
+                                 Fraction(-1, 4)])
+def test_checks_hold_in_a_handed_over_call(bad):
+    """The reference reads through the drop-in's checks: an invalid value among
+    those it reads is a ValueError naming the position; one it does not read is
+    not checked; too few uniforms is the drop-in's own error."""
+    V = 4
+    d = [[np.float32(0.25)] * V for _ in range(2)]
+    t = [[np.float32(x) for x in (0.1, 0.2, 0.3, 0.4)] for _ in range(3)]
+    t[2][1] = bad                               # the bonus reads it when u > 0.1
+    with pytest.raises(ValueError, match=r"target_probs\[2\]\[1\] = .*finite and non-negative"):
+        fast_sim(d, t, [3, 3], V, uniforms=[0.0, 0.0, 0.5])
+    want, _ = run_reference(d, t, [3, 3], V, [0.0, 0.0, 0.05])
+    assert_same(fast_sim(d, t, [3, 3], V, uniforms=[0.0, 0.0, 0.05]), want)
+    with pytest.raises(ValueError, match=r"uniforms: the call needs more than the 2 values"):
+        fast_sim(d, t, [3, 3], V, uniforms=[0.0, 0.0])
+
+
+def test_exact_semantics_reads_doubles():
+    """``semantics="exact"`` (the papers' algorithm, no reference to hand over to)
+    reads such numbers as doubles: the result on float32 scalars is the one on
+    their values."""
+    g = np.random.default_rng(9)
+    for _ in range(100):
+        draft, target, tokens, V = make_case(g, V=int(g.integers(1, 100)))
+        d, t = as_objects(draft, "float32"), as_objects(target, "float32")
+        U = g.random(len(tokens) + 2).tolist()
+        values = [[float(x) for x in row] for row in d], [[float(x) for x in row] for row in t]
+        want = outcome(lambda: fast_sim(*values, tokens, V, uniforms=U, semantics="exact"))
+        got = outcome(lambda: fast_sim(d, t, tokens, V, uniforms=U, semantics="exact"))
+        assert got == want
