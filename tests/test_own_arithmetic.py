@@ -137,16 +137,17 @@ def test_the_generator_is_drawn_from_the_calls_start():
 def test_decimals_raise_where_the_reference_raises():
     """The reference divides and compares Decimals, but cannot add one to its float
     running sum: a call that only accepts gives its dict, one that reaches a scan
-    raises its TypeError."""
+    raises its TypeError, which names the last entry the reference read."""
     d = [[Decimal("0.5"), Decimal("0.5")]] * 2
     t = [[Decimal("0.25"), Decimal("0.75")]] * 3
     want, _ = run_reference(d, t[:2], [1, 1], 2, [0.3, 0.9])
     assert_same(fast_sim(d, t[:2], [1, 1], 2, uniforms=[0.3, 0.9]), want)
     assert want["tokens"] == [1, 1]
-    for tokens, U in (([1, 1], [0.3, 0.9, 0.5]), ([0, 1], [0.9, 0.5, 0.5])):
+    for tokens, U, last in (([1, 1], [0.3, 0.9, 0.5], r"target_probs\[2\]\[0\]"),
+                            ([0, 1], [0.9, 0.5, 0.5], r"draft_probs\[0\]\[1\]")):
         with pytest.raises(TypeError):
             run_reference(d, t, tokens, 2, U)
-        with pytest.raises(TypeError, match="Decimal"):
+        with pytest.raises(TypeError, match=rf"'float' and 'decimal.Decimal'.*{last} = Decimal"):
             fast_sim(d, t, tokens, 2, uniforms=U)
 
 

@@ -1168,6 +1168,15 @@ cdef dict new_result(Py_ssize_t K, Py_ssize_t n, const Py_ssize_t* out, object d
 # --------------------------------------------------------------------------
 # A call handed to the reference: numbers with their own arithmetic.
 
+cdef class ReadLog:
+    """The entry the reference read last, across both matrices, to name it when
+    the reference's own arithmetic fails (``checking``: a read is under way)."""
+    cdef str name
+    cdef Py_ssize_t i, v
+    cdef object item
+    cdef bint checking
+
+
 cdef class CheckedRows:
     """A matrix argument as the reference indexes it, for a call handed to it:
     ``rows[i][v]`` is the entry the compiled loop would read (an array's as in its
@@ -1176,11 +1185,13 @@ cdef class CheckedRows:
     cdef object keep
     cdef str name
     cdef Py_ssize_t vocab_size
+    cdef ReadLog log
 
-    def __init__(self, object opened, str name, Py_ssize_t vocab_size):
+    def __init__(self, object opened, str name, Py_ssize_t vocab_size, ReadLog log):
         self.keep = open_matrix(opened, name, 0, 0, vocab_size, &self.m)
         self.name = name
         self.vocab_size = vocab_size
+        self.log = log
 
     def __len__(self):
         return row_count(&self.m)
@@ -1202,12 +1213,16 @@ cdef class CheckedRow:
 
     def __getitem__(self, index):
         cdef CheckedRows rows = self.rows
-        cdef Py_ssize_t v = as_token(index, self.i)
+        cdef ReadLog log = rows.log
+        cdef Py_ssize_t v
+        log.checking = True
+        v = as_token(index, self.i)
         if not 0 <= v < rows.vocab_size:    # a draft token that user code changed
             raise ValueError(f"{rows.name}[{self.i}][{index!r}]: the index is outside "
                              f"[0, vocab_size={rows.vocab_size})")
         item = entry_object(&rows.m, self.i, v, rows.name)
         check_probability(as_real(item, rows.name, self.i, v), rows.name, self.i, v)
+        log.name, log.i, log.v, log.item, log.checking = rows.name, self.i, v, item, False
         return item
 
 
@@ -1243,8 +1258,16 @@ cdef dict hand_to_reference(object draft, object target, object tokens, Py_ssize
         source = UniformReplay(opened_stream[:stream.count])
     else:
         source = UniformReplay([stream.values[i] for i in range(stream.count)])
-    result = reference_sim(CheckedRows(draft, "draft_probs", V),
-                           CheckedRows(target, "target_probs", V), tokens, V, random=source)
+    log = ReadLog()
+    try:
+        result = reference_sim(CheckedRows(draft, "draft_probs", V, log),
+                               CheckedRows(target, "target_probs", V, log), tokens, V,
+                               random=source)
+    except TypeError as exc:            # the reference's arithmetic, as on a Decimal
+        if log.checking or log.name is None:
+            raise
+        raise TypeError(f"{exc} (in the reference's arithmetic on what it read, the last "
+                        f"entry being {log.name}[{log.i}][{log.v}] = {log.item!r})") from exc
     result["tokens"] = [int(PyNumber_Index(t)) for t in result["tokens"]]
     return result
 
