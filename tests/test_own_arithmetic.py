@@ -97,6 +97,23 @@ def test_uniforms_with_their_own_arithmetic():
     assert differ >= 3
 
 
+def test_other_uniforms_are_read_as_doubles_in_a_handed_over_call():
+    """A uniform that is not a number with its own arithmetic (an object with only a
+    ``__float__``, which the reference could not compare) is the double read at the
+    start, in a handed-over call as in any other."""
+
+    class Half:
+        def __float__(self):
+            return 0.5
+
+    d = [[np.float32(0.25)] * 4 for _ in range(2)]
+    t = [[np.float32(x) for x in (0.1, 0.2, 0.3, 0.4)] for _ in range(3)]
+    want, _ = run_reference(d, t, [3, 0], 4, [0.5, 0.0, 0.5])
+    assert_same(fast_sim(d, t, [3, 0], 4, uniforms=[Half(), 0.0, 0.5]), want)
+    assert_same(fast_sim(d, t, [3, 0], 4, uniforms=[0.5, np.float32(0.0), Half()]),
+                run_reference(d, t, [3, 0], 4, [0.5, np.float32(0.0), 0.5])[0])
+
+
 def test_arrays_beside_rows_of_scalars_stand_for_their_tolist():
     """One matrix an array, the other rows of float32 scalars: the array's entries
     are the Python floats of its ``tolist()``, in the handed-over call too."""

@@ -1247,17 +1247,24 @@ cdef dict hand_to_reference(object draft, object target, object tokens, Py_ssize
                             object opened_stream, UniformStream* stream,
                             const xoshiro256plus_state* start):
     """The call run by the reference on the opened arguments, from the start of the
-    stream (the generator as it was at ``start``, or the uniforms given); the tokens
-    come back as Python ints (R9), as the compiled loop gives them."""
+    stream (the generator as it was at ``start``, or the uniforms given: the list
+    ``opened_stream``, or None for an array); the tokens come back as Python ints
+    (R9), as the compiled loop gives them."""
     cdef Py_ssize_t i
     cdef dict result
     if stream.state != NULL:
         stream.state[0] = start[0]
         source = opened_stream
-    elif opened_stream is not None:
-        source = UniformReplay(opened_stream[:stream.count])
     else:
-        source = UniformReplay([stream.values[i] for i in range(stream.count)])
+        # The uniforms as checked at the start, but those given as numbers with their
+        # own arithmetic as the objects given: the reference compares in it.
+        values = [stream.values[i] for i in range(stream.count)]
+        if opened_stream is not None:
+            for i in range(stream.count):
+                item = opened_stream[i]
+                if own_arithmetic(<PyObject*>item):
+                    values[i] = item
+        source = UniformReplay(values)
     log = ReadLog()
     try:
         result = reference_sim(CheckedRows(draft, "draft_probs", V, log),
