@@ -27,6 +27,7 @@ from cpython.number cimport PyNumber_Index
 from cpython.object cimport PyObject
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.ref cimport Py_INCREF
+from libc.math cimport nextafter
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy
 
@@ -655,6 +656,9 @@ cdef object open_uniforms(object rng, object uniforms, Py_ssize_t needed, double
     return None
 
 
+cdef double BELOW_ONE = nextafter(1.0, 0.0)         # 1 - 2**-53, the largest double below 1
+
+
 cdef double as_uniform(object item, Py_ssize_t i) except? -1.0:
     """Item ``i`` of a sequence of uniforms: a real number in [0, 1)."""
     cdef double x
@@ -671,6 +675,8 @@ cdef double as_uniform(object item, Py_ssize_t i) except? -1.0:
     except (TypeError, ValueError, OverflowError):
         raise TypeError(f"uniforms[{i}] must be a real number in [0, 1), "
                         f"not {item!r}") from None
+    if x == 1.0 and own_arithmetic(<PyObject*>item) and item < 1:
+        return BELOW_ONE        # below 1 in its own precision (a longdouble, a Fraction)
     if not (0.0 <= x < 1.0):
         raise ValueError(f"uniforms[{i}] = {x!r} is outside [0, 1)")
     return x
