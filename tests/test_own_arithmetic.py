@@ -235,3 +235,72 @@ def test_exact_semantics_reads_doubles():
         want = outcome(lambda: fast_sim(*values, tokens, V, uniforms=U, semantics="exact"))
         got = outcome(lambda: fast_sim(d, t, tokens, V, uniforms=U, semantics="exact"))
         assert got == want
+
+
+LONG_DOUBLE_IS_WIDER = np.finfo(np.longdouble).nmant > 52
+
+
+def test_arrays_whose_tolist_holds_numbers_with_their_own_arithmetic():
+    """An array stands for its ``tolist()``: a ``longdouble`` array's holds long
+    doubles (where they are wider than doubles) and an int64 array's Python ints,
+    exact beyond 2**53.  Such arrays, as matrices or as uniforms, give the
+    reference's result on that ``tolist()``, not on a float64 copy."""
+    V = 2
+    big = np.array([[2**53 + 2, 0]], np.int64), np.array([[2**53 + 1, 1]], np.int64)
+    U = [1 - 2**-52, 0.5, 0.5]                  # p / q is below 1 - 2**-52 only exactly
+    want, _ = run_reference(big[0].tolist(), big[1].tolist(), [0], V, U)
+    assert_same(fast_sim(*big, [0], V, uniforms=U), want)
+    as_doubles, _ = run_reference(big[0].astype(float).tolist(), big[1].astype(float).tolist(),
+                                  [0], V, U)
+    assert as_doubles != want
+    if not LONG_DOUBLE_IS_WIDER:
+        return
+    third = np.longdouble(1) / 3
+    draft = np.array([[1.0, 0.0]], np.longdouble)
+    target = np.array([[third, 1 - third]], np.longdouble)
+    U = [float(third), 0.5, 0.5]                # below the long double third, so accepted
+    want, _ = run_reference(draft.tolist(), target.tolist(), [0], V, U)
+    assert want["tokens"][0] == 0
+    assert_same(fast_sim(draft, target, [0], V, uniforms=U), want)
+    ratio = next(r for r in (np.longdouble(k) / 97 for k in range(1, 97))
+                 if np.longdouble(float(r)) > r)     # its nearest double lies above it
+    rows = [[float(ratio), 1 - float(ratio)]], [[1.0, 0.0]]
+    uniforms = np.array([ratio, 0.5, 0.5], np.longdouble)
+    want, _ = run_reference(rows[1], rows[0], [0], V, uniforms.tolist())
+    assert_same(fast_sim(rows[1], rows[0], [0], V, uniforms=uniforms), want)
+    assert want != run_reference(rows[1], rows[0], [0], V, [float(ratio), 0.5, 0.5])[0]
+
+
+def test_values_beyond_the_doubles_range_are_checked_in_their_own_arithmetic():
+    """An int of 400 digits or a long double of 1e400 is a finite, non-negative
+    probability though no double holds it; infinities, NaNs and negatives of any
+    type are errors naming the position, and complex numbers are not real."""
+    cases = [10**400]
+    if LONG_DOUBLE_IS_WIDER:
+        with np.errstate(over="ignore"):
+            cases.append(np.longdouble("1e400"))
+    for huge in cases:
+        d, t = [[huge, 1]], [[huge, 0], [0.5, 0.5]]
+        want = outcome(lambda: run_reference(d, t, [0], 2, [0.5, 0.5, 0.5])[0])
+        assert_same(fast_sim(d, t, [0], 2, uniforms=[0.5, 0.5, 0.5]), want)
+    bad = [-(10**400), Decimal("Infinity"), Decimal("NaN"), Decimal("-1"), np.longdouble("inf")]
+    for x in bad:
+        with pytest.raises(ValueError, match=r"draft_probs\[0\]\[0\] = .*finite and non-negative"):
+            fast_sim([[x, 1.0]], [[0.5, 0.5]], [0], 2, uniforms=[0.5, 0.5])
+    for x in (complex(0.1, 0), np.complex128(0.1), np.complex64(0.1)):
+        with pytest.raises(TypeError, match=r"draft_probs\[0\]\[0\] must be a real number"):
+            fast_sim([[x, 1.0]], [[0.5, 0.5]], [0], 2, uniforms=[0.5, 0.5])
+
+
+def test_the_generators_own_draws_not_an_override():
+    """A subclass of ``Rng`` that overrides ``random()`` does not change the draws of a
+    call, handed over or not: both use the generator's state."""
+
+    class Fixed(Rng):
+        def random(self, size=None):
+            return 0.999
+
+    target = [[0.5, 0.5], [0.5, 0.5]]
+    for draft in ([[1.0, 0.0]], [[np.float32(1.0), 0.0]]):
+        assert_same(fast_sim(draft, target, [0], 2, rng=Fixed(1)),
+                    reference_sim(draft, target, [0], 2, random=Rng(1)))

@@ -15,6 +15,7 @@ with them in their arithmetic.  When the loop meets one among the entries or
 uniforms it reads, the call starts again in the reference itself, from the
 same uniforms, reading the same rows through ``CheckedRows`` (the same checks).
 """
+from decimal import Decimal
 from fractions import Fraction
 
 import numpy as np
@@ -27,7 +28,7 @@ from cpython.number cimport PyNumber_Index
 from cpython.object cimport PyObject
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.ref cimport Py_INCREF
-from libc.math cimport nextafter
+from libc.math cimport INFINITY, nextafter
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy
 
@@ -37,7 +38,7 @@ from specdec_fast._kernel cimport (BAD_DRAFT, BAD_DRAFT_VALUE, BAD_TARGET, BAD_T
                                    any_order_sum, bonus_follows, cumulative_sample, is_probability,
                                    next_uniform, residual_sample, sum_is_compensated,
                                    verify_row)
-from specdec_fast._rng cimport Rng, xoshiro256plus_state
+from specdec_fast._rng cimport Rng, xoshiro256plus_next_double, xoshiro256plus_state
 from specdec_fast.reference import speculative_decode_sim as reference_sim
 
 cnp.import_array()
@@ -155,6 +156,8 @@ cdef object open_matrix(object obj, str name, Py_ssize_t need, Py_ssize_t readab
         return open_array(<cnp.ndarray>obj, name, need, readable, vocab_size, m)
     if type(obj) is not list and type(obj) is not tuple:
         obj = rows_or_array(obj, name)
+    if cnp.PyArray_Check(obj) and cnp.PyArray_NDIM(obj) == 2 and items_need_python(obj):
+        obj = list(obj)         # its rows, whose entries are read as the reference's
     if type(obj) is list or type(obj) is tuple:
         m.nrows = PySequence_Fast_GET_SIZE(obj)
         if m.nrows < need:
@@ -193,6 +196,17 @@ cdef cnp.ndarray open_array(cnp.ndarray arr, str name, Py_ssize_t need, Py_ssize
     m.row_stride = cnp.PyArray_STRIDE(arr, 0)
     m.single = cnp.PyArray_TYPE(arr) == cnp.NPY_FLOAT
     return arr
+
+
+cdef bint items_need_python(cnp.ndarray arr) except -1:
+    """Whether the array's ``tolist()`` holds numbers with their own arithmetic, which
+    a float64 copy would round: long doubles wider than a double, ints beyond 2**53."""
+    cdef char kind = dtype_kind(arr)
+    if kind == b"f":
+        return cnp.PyArray_ITEMSIZE(arr) > 8 and np.finfo(arr.dtype).nmant > 52
+    if kind in b"iu" and cnp.PyArray_ITEMSIZE(arr) > 4 and cnp.PyArray_SIZE(arr) > 0:
+        return arr.max() > EXACT_INT_LIMIT or arr.min() < -EXACT_INT_LIMIT
+    return False
 
 
 cdef object rows_or_array(object obj, str name):
@@ -319,7 +333,7 @@ cdef bint computes_as_double(PyObject* x) noexcept:
     cdef NumberType* t = Py_TYPE_ptr(x)
     cdef int overflow = 0
     cdef long long value
-    if PyFloat_CheckExact_ptr(x):
+    if PyFloat_CheckExact_ptr(x) or <PyObject*>t == <PyObject*>FLOAT64_SCALAR:
         return True
     if PyFloat_Check_ptr(x):
         return (same_arithmetic(t, &PyFloat_Type)
@@ -620,6 +634,9 @@ cdef object open_uniforms(object rng, object uniforms, Py_ssize_t needed, double
         raise ValueError("pass rng or uniforms, not both")
     if isinstance(uniforms, (str, bytes)):
         raise TypeError("uniforms must be a 1-D sequence of floats in [0, 1), not str")
+    if (cnp.PyArray_Check(uniforms) and cnp.PyArray_TYPE(uniforms) != cnp.NPY_OBJECT
+            and cnp.PyArray_NDIM(uniforms) == 1 and items_need_python(uniforms)):
+        uniforms = uniforms.tolist()    # long doubles: the reference compares in them
     if cnp.PyArray_Check(uniforms) and cnp.PyArray_TYPE(uniforms) != cnp.NPY_OBJECT:
         if dtype_kind(uniforms) not in b"fiu":
             raise TypeError(f"uniforms must hold real numbers, got dtype {uniforms.dtype}")
@@ -1227,9 +1244,56 @@ cdef class CheckedRow:
             raise ValueError(f"{rows.name}[{self.i}][{index!r}]: the index is outside "
                              f"[0, vocab_size={rows.vocab_size})")
         item = entry_object(&rows.m, self.i, v, rows.name)
-        check_probability(as_real(item, rows.name, self.i, v), rows.name, self.i, v)
+        if own_arithmetic(<PyObject*>item):
+            check_own_probability(item, rows.name, self.i, v)
+        else:
+            check_probability(as_real(item, rows.name, self.i, v), rows.name, self.i, v)
         log.name, log.i, log.v, log.item, log.checking = rows.name, self.i, v, item, False
         return item
+
+
+cdef int check_own_probability(object item, str name, Py_ssize_t i, Py_ssize_t v) except -1:
+    """``check_probability`` of a number with its own arithmetic: as a double, unless
+    it is beyond the doubles' range (an int of 400 digits, a long double of 1e400),
+    where its own arithmetic says whether it is finite and non-negative."""
+    cdef double x
+    if isinstance(item, (complex, np.complexfloating)):
+        raise TypeError(f"{name}[{i}][{v}] must be a real number, not {type(item).__name__}")
+    try:
+        x = PyFloat_AsDouble(item)
+    except OverflowError:
+        x = INFINITY
+    except (TypeError, ValueError):     # not a real number (a complex): as_real says so
+        x = as_real(item, name, i, v)
+    if is_probability(x):
+        return 0
+    if x == INFINITY and finite_non_negative(item):
+        return 0
+    raise ValueError(f"{name}[{i}][{v}] = {item!r}: probabilities must be finite and non-negative")
+
+
+cdef bint finite_non_negative(object item):
+    """In the number's own arithmetic."""
+    if isinstance(item, np.generic):
+        return bool(np.isfinite(item)) and bool(item >= 0)
+    if isinstance(item, Decimal):
+        return item.is_finite() and item >= 0
+    try:
+        return bool(item >= 0) and bool(item - item == 0)     # inf - inf is NaN
+    except ArithmeticError:
+        return False
+
+
+cdef class GeneratorDraws:
+    """``random`` for a call handed to the reference: ``random()`` draws from the
+    generator as the compiled loop does (not through an ``Rng`` subclass's override)."""
+    cdef Rng rng
+
+    def __init__(self, Rng rng):
+        self.rng = rng
+
+    def random(self):
+        return xoshiro256plus_next_double(&self.rng.c_state)
 
 
 cdef class UniformReplay:
@@ -1260,7 +1324,7 @@ cdef dict hand_to_reference(object draft, object target, object tokens, Py_ssize
     cdef dict result
     if stream.state != NULL:
         stream.state[0] = start[0]
-        source = opened_stream
+        source = GeneratorDraws(opened_stream)
     else:
         # The uniforms as checked at the start, but those given as numbers with their
         # own arithmetic as the objects given: the reference compares in it.
