@@ -25,7 +25,8 @@ from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_AsDouble, PyFloat_CheckExa
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE, PyList_New, PyList_SET_ITEM
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact, PyLong_FromSsize_t
 from cpython.number cimport PyNumber_Index
-from cpython.object cimport PyObject
+from cpython.complex cimport PyComplex_Check
+from cpython.object cimport PyObject, PyObject_TypeCheck, PyTypeObject
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.ref cimport Py_INCREF
 from libc.math cimport INFINITY, nextafter
@@ -74,6 +75,13 @@ cdef extern from "Python.h":
     NumberType PyLong_Type
     NumberType* Py_TYPE_ptr "Py_TYPE"(PyObject* op)
     bint PyType_IsSubtype(NumberType* a, NumberType* b)
+
+cdef extern from "Python.h":
+    # PyFloat_AsDouble without Cython's error check: the caller looks at the error.
+    double PyFloat_AsDouble_noraise "PyFloat_AsDouble"(PyObject* op) noexcept
+    PyObject* PyErr_Occurred() noexcept
+    int PyErr_ExceptionMatches(object exc) noexcept
+    void PyErr_Clear() noexcept
 
 cdef extern from "exact_int.h":
     # An exact int's value if it is in [0, PY_SSIZE_T_MAX], else -1; never raises.
@@ -296,6 +304,7 @@ class OwnArithmetic(Exception):
 
 
 cdef object FLOAT64_SCALAR = np.float64
+cdef object COMPLEX_SCALAR = np.complexfloating
 cdef long long EXACT_INT_LIMIT = 9007199254740992      # 2**53
 
 
@@ -1257,14 +1266,16 @@ cdef int check_own_probability(object item, str name, Py_ssize_t i, Py_ssize_t v
     it is beyond the doubles' range (an int of 400 digits, a long double of 1e400),
     where its own arithmetic says whether it is finite and non-negative."""
     cdef double x
-    if isinstance(item, (complex, np.complexfloating)):
+    if PyComplex_Check(item) or PyObject_TypeCheck(item, <PyTypeObject*>COMPLEX_SCALAR):
         raise TypeError(f"{name}[{i}][{v}] must be a real number, not {type(item).__name__}")
-    try:
-        x = PyFloat_AsDouble(item)
-    except OverflowError:
-        x = INFINITY
-    except (TypeError, ValueError):     # not a real number (a complex): as_real says so
-        x = as_real(item, name, i, v)
+    x = PyFloat_AsDouble_noraise(<PyObject*>item)
+    if x == -1.0 and PyErr_Occurred() != NULL:
+        if not PyErr_ExceptionMatches(OverflowError):
+            PyErr_Clear()
+            x = as_real(item, name, i, v)       # says why it is not a real number
+        else:
+            PyErr_Clear()
+            x = INFINITY
     if is_probability(x):
         return 0
     if x == INFINITY and finite_non_negative(item):
