@@ -841,8 +841,8 @@ cdef Py_ssize_t list_token_object(list tokens, Py_ssize_t i, Py_ssize_t vocab_si
 # --------------------------------------------------------------------------
 # Sampling from rows, with errors that name the position.
 
-cdef bad_probability(str name, Py_ssize_t i, Py_ssize_t v, double x):
-    return ValueError(f"{name}[{i}][{v}] = {x!r}: probabilities must be finite and non-negative")
+cdef bad_probability(str name, Py_ssize_t i, Py_ssize_t v, object value):
+    return ValueError(f"{name}[{i}][{v}] = {value!r}: probabilities must be finite and non-negative")
 
 
 cdef inline int check_probability(double x, str name, Py_ssize_t i, Py_ssize_t v) except -1:
@@ -1280,7 +1280,7 @@ cdef int check_own_probability(object item, str name, Py_ssize_t i, Py_ssize_t v
         return 0
     if x == INFINITY and finite_non_negative(item):
         return 0
-    raise ValueError(f"{name}[{i}][{v}] = {item!r}: probabilities must be finite and non-negative")
+    raise bad_probability(name, i, v, item)
 
 
 cdef bint finite_non_negative(object item):
