@@ -273,8 +273,9 @@ def test_arrays_whose_tolist_holds_numbers_with_their_own_arithmetic():
 
 def test_values_beyond_the_doubles_range_are_checked_in_their_own_arithmetic():
     """An int of 400 digits or a long double of 1e400 is a finite, non-negative
-    probability though no double holds it; infinities, NaNs and negatives of any
-    type are errors naming the position, and complex numbers are not real."""
+    probability though no double holds it, in a call and in ``check_all``;
+    infinities, NaNs and negatives of any type are errors naming the position, and
+    complex numbers are not real."""
     cases = [10**400]
     if LONG_DOUBLE_IS_WIDER:
         with np.errstate(over="ignore"):
@@ -283,10 +284,14 @@ def test_values_beyond_the_doubles_range_are_checked_in_their_own_arithmetic():
         d, t = [[huge, 1]], [[huge, 0], [0.5, 0.5]]
         want = outcome(lambda: run_reference(d, t, [0], 2, [0.5, 0.5, 0.5])[0])
         assert_same(fast_sim(d, t, [0], 2, uniforms=[0.5, 0.5, 0.5]), want)
+        assert_same(fast_sim(d, t, [0], 2, uniforms=[0.5, 0.5, 0.5], check_all=True), want)
     bad = [-(10**400), Decimal("Infinity"), Decimal("NaN"), Decimal("-1"), np.longdouble("inf")]
     for x in bad:
-        with pytest.raises(ValueError, match=r"draft_probs\[0\]\[0\] = .*finite and non-negative"):
-            fast_sim([[x, 1.0]], [[0.5, 0.5]], [0], 2, uniforms=[0.5, 0.5])
+        for check_all in (False, True):
+            with pytest.raises(ValueError,
+                               match=r"draft_probs\[0\]\[0\] = .*finite and non-negative"):
+                fast_sim([[x, 1.0]], [[0.5, 0.5]], [0], 2, uniforms=[0.5, 0.5],
+                         check_all=check_all)
     for x in (complex(0.1, 0), np.complex128(0.1), np.complex64(0.1)):
         with pytest.raises(TypeError, match=r"draft_probs\[0\]\[0\] must be a real number"):
             fast_sim([[x, 1.0]], [[0.5, 0.5]], [0], 2, uniforms=[0.5, 0.5])

@@ -1049,9 +1049,13 @@ cdef Py_ssize_t sample_cumulative_items(Matrix* target, Py_ssize_t i, object row
 
 cdef int check_all_probabilities(Matrix* m, str name, Py_ssize_t nrows, Py_ssize_t n) except -1:
     cdef Py_ssize_t i, v
+    cdef double x
     for i in range(nrows):
         for v in range(n):
-            check_probability(read_entry(m, i, v, name), name, i, v)
+            if quick_entry(m, i, v, &x):
+                check_probability(x, name, i, v)
+            else:
+                check_entry(entry_object(m, i, v, name), name, i, v)
     return 0
 
 
@@ -1253,12 +1257,16 @@ cdef class CheckedRow:
             raise ValueError(f"{rows.name}[{self.i}][{index!r}]: the index is outside "
                              f"[0, vocab_size={rows.vocab_size})")
         item = entry_object(&rows.m, self.i, v, rows.name)
-        if own_arithmetic(<PyObject*>item):
-            check_own_probability(item, rows.name, self.i, v)
-        else:
-            check_probability(as_real(item, rows.name, self.i, v), rows.name, self.i, v)
+        check_entry(item, rows.name, self.i, v)
         log.name, log.i, log.v, log.item, log.checking = rows.name, self.i, v, item, False
         return item
+
+
+cdef int check_entry(object item, str name, Py_ssize_t i, Py_ssize_t v) except -1:
+    """An entry as given must be a finite, non-negative real number."""
+    if own_arithmetic(<PyObject*>item):
+        return check_own_probability(item, name, i, v)
+    return check_probability(as_real(item, name, i, v), name, i, v)
 
 
 cdef int check_own_probability(object item, str name, Py_ssize_t i, Py_ssize_t v) except -1:
