@@ -2,12 +2,14 @@ from typing import Any
 
 import numpy as np
 
+from specdec_fast._rng import Rng
+
 def verify_rows(
     target: np.ndarray,
     draft: np.ndarray | None,
     tokens: np.ndarray,
     counts: np.ndarray,
-    states: np.ndarray | None,
+    states: np.ndarray | tuple[Rng, ...] | None,
     uniforms: np.ndarray | None,
     reference: bool,
     greedy: bool,

@@ -17,6 +17,8 @@ its stream.
   request's tokens do not depend on its slot or on who shares its batch.
   Derive a fresh seed per request and step (for example from a counter).
 - ``rng`` a sequence of B ``Rng``: row b draws from (and advances) ``rng[b]``.
+  These rows run on the calling thread with the GIL held, as ``Rng.random``
+  does, so other threads may use the same generators meanwhile.
 """
 import os
 import threading
@@ -90,18 +92,18 @@ def _uniforms(uniforms, B):
 
 
 def _row_states(rng, B):
-    """(B, 4) uint64 generator states, one per row, and the Rngs to write back."""
+    """(B, 4) uint64 generator states, one per row, or a tuple of B Rng to advance in place."""
     if rng is None or isinstance(rng, Rng):
         generator = get_default_rng() if rng is None else rng
-        return seeded_states(generator.next_uint64(B)), None
+        return seeded_states(generator.next_uint64(B))
     if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
-        return seeded_states(Rng(rng).next_uint64(B)), None
+        return seeded_states(Rng(rng).next_uint64(B))
     if isinstance(rng, (list, tuple)) and all(isinstance(g, Rng) for g in rng):
         if len(rng) != B:
             raise ValueError(f"rng holds {len(rng)} generators for a batch of {B}")
         if len({id(g) for g in rng}) != B:
             raise ValueError("rng holds the same Rng twice: rows would share a stream")
-        return np.array([g.state["s"] for g in rng], dtype=np.uint64).reshape(B, 4), rng
+        return tuple(rng)
     seeds = np.asarray(rng)
     if seeds.dtype.kind not in "iu":
         raise TypeError("rng must be None, an int seed, an Rng, a (B,) array of seeds "
@@ -111,7 +113,7 @@ def _row_states(rng, B):
     if seeds.dtype.kind == "i" and (seeds < 0).any():
         b = int(np.argmax(seeds < 0))
         raise ValueError(f"rng[{b}] = {seeds[b]} is not a seed in [0, 2**64)")
-    return seeded_states(seeds.astype(np.uint64)), None
+    return seeded_states(seeds.astype(np.uint64))
 
 
 def _outputs(out, B, width):
@@ -170,7 +172,8 @@ def verify_batch(draft_probs, target_probs, draft_tokens, *, rng=None, uniforms=
         Preallocated int64 outputs, (B, K+1), (B,), (B,).
     num_threads : int, optional
         Threads over rows (default: the CPUs, for batches large enough).
-        Results do not depend on it.
+        Results do not depend on it.  With a sequence of Rng the rows run on
+        the calling thread.
 
     Returns
     -------
@@ -212,7 +215,7 @@ def verify_batch(draft_probs, target_probs, draft_tokens, *, rng=None, uniforms=
         raise ValueError(f"draft_tokens[{b}][{i}] = {given_tokens[b, i]} is outside [0, V={V})")
     out_tokens, out_emitted, out_accepted = _outputs(out, B, K + 1)
 
-    states = write_back = replay = None
+    states = replay = None
     if greedy:
         replay = np.zeros((B, 0))
     elif uniforms is not None:
@@ -220,9 +223,11 @@ def verify_batch(draft_probs, target_probs, draft_tokens, *, rng=None, uniforms=
             raise ValueError("pass rng or uniforms, not both")
         replay = _uniforms(uniforms, B)
     else:
-        states, write_back = _row_states(rng, B)
+        states = _row_states(rng, B)
 
     threads = _thread_count(num_threads, B, K * V)
+    if isinstance(states, tuple):       # generators advanced in place, with the GIL held
+        threads = 1
     bounds = np.linspace(0, B, threads + 1).astype(int)
     args = (target, draft, tokens, counts, states, replay, semantics == "reference", greedy,
             out_tokens, out_emitted, out_accepted)
@@ -230,9 +235,6 @@ def verify_batch(draft_probs, target_probs, draft_tokens, *, rng=None, uniforms=
     others = [_worker_pool().submit(_batch.verify_rows, *args, start, stop)
               for start, stop in zip(bounds[1:-1], bounds[2:])]
     failures = [_batch.verify_rows(*args, 0, bounds[1])] + [f.result() for f in others]
-    if write_back is not None:
-        for g, s in zip(write_back, states):
-            g.state = {"bit_generator": "xoshiro256+", "s": tuple(int(w) for w in s)}
     failures = [f for f in failures if f is not None]
     if failures:
         raise _batch.failure_error(min(failures, key=lambda f: f[1]), target, draft, given_tokens)

@@ -646,6 +646,66 @@ def test_sequence_of_rngs_are_advanced_by_what_each_row_drew():
         assert_row(second, b, expect, len(expect), acc)
 
 
+def test_sequence_of_rngs_shared_with_a_drawing_thread():
+    """While verify_batch advances rng=[Rng...], another thread draws from one of
+    them: every value of the stream goes to exactly one of the two, and the
+    generator ends after both.  (Copying the states, advancing the copies without
+    the GIL and writing them back would hand the thread the row's draws again and
+    then drop the thread's draws: thousands of them in this test.)  The batch takes
+    about ten milliseconds here, two GIL switch intervals, and the thread waits for
+    the GIL throughout it.  Deterministic: the assertions hold whenever the thread
+    draws."""
+    import threading
+    B, K, V = 600, 4, 1 << 16
+    g = np.random.default_rng(8)
+    p = g.random(V) + 0.01
+    p /= p.sum()
+    q = np.full(V, 0.01 / V)
+    q[:4] += 0.99 / 4                      # drafts at tokens 0..3: p / q tiny, first rejected
+    target = np.broadcast_to(p, (B, K + 1, V))
+    draft = np.broadcast_to(q, (B, K, V))
+    tokens = np.tile(np.arange(K), (B, 1))
+    rngs = [Rng(1000 + b) for b in range(B)]
+    shared = B // 2
+    start_state = rngs[shared].state
+    drawn, started, stop = [], threading.Event(), threading.Event()
+
+    def draw():
+        while not stop.is_set():
+            drawn.append(rngs[shared].random())
+            started.set()
+
+    drawer = threading.Thread(target=draw)
+    drawer.start()
+    try:
+        started.wait()
+        res = verify_batch(draft, target, tokens, rng=rngs, num_threads=2)
+        n_after_call = len(drawn)
+        while len(drawn) < n_after_call + 100:  # the thread goes on drawing after the call
+            stop.wait(0.001)
+    finally:
+        stop.set()
+        drawer.join()
+    n = len(drawn)
+    stream = Rng(0)
+    stream.state = start_state
+    T = stream.random(n + K + 2).tolist()
+    o = next((i for i in range(n) if drawn[i] != T[i]), n)   # the row drew T[o:o + c]
+    fits = [c for c in range(1, K + 3) if drawn == T[:o] + T[o + c:n + c]]
+    assert fits, (o, n)
+    c = fits[0]
+    after = Rng(0)
+    after.state = start_state
+    after.random(n + c)
+    assert rngs[shared].state == after.state
+    row = Rng(0)
+    row.state = start_state
+    row.random(o)
+    alone = verify_batch(draft[:1], target[:1], tokens[:1], rng=[row])
+    assert_row(res, shared, alone.tokens[0, :alone.num_emitted[0]].tolist(),
+               alone.num_emitted[0], alone.num_accepted[0])
+
+
 def test_empty_rng_sequence_for_empty_batch():
     """A sequence of B Rng with B == 0 is the empty list."""
     draft, target, tokens = simple_batch(20)

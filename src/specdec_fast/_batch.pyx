@@ -3,9 +3,11 @@
 ``verify_rows`` runs ``_kernel.verify_row`` over rows ``start .. stop`` of a
 batch whose arrays the Python layer (``specdec_fast/batch.py``) has already
 validated: probabilities (B, R, V) float32 or float64 with a contiguous last
-axis, tokens (B, K) intp, and either per-row generator states (B, 4) uint64
-or replay uniforms (B, M) float64.  It holds the GIL only to start and to
-report, so threads can run disjoint row ranges at once.
+axis, tokens (B, K) intp, and either per-row generator states (B, 4) uint64,
+a sequence of B ``Rng`` or replay uniforms (B, M) float64.  With states or
+uniforms it holds the GIL only to start and to report, so threads can run
+disjoint row ranges at once.  A sequence of ``Rng`` is advanced in place with
+the GIL held, as ``Rng.random`` does: other threads may share those generators.
 """
 cimport numpy as cnp
 from libc.stdint cimport int64_t
@@ -14,100 +16,144 @@ from libc.stdlib cimport free, malloc
 from specdec_fast._kernel cimport (BAD_DRAFT_VALUE, BAD_TARGET_VALUE, BAD_TOKEN, EXACT, OK,
                                    OUT_OF_UNIFORMS, REFERENCE, UniformStream, VerifyOutcome,
                                    real, verify_row)
-from specdec_fast._rng cimport xoshiro256plus_state
+from specdec_fast._rng cimport Rng, xoshiro256plus_state
 
 cnp.import_array()
 
 
-cdef VerifyOutcome verify_range(const real* target, const real* draft, Py_ssize_t b_stride_t,
-                                Py_ssize_t k_stride_t, Py_ssize_t target_rows,
-                                Py_ssize_t b_stride_d, Py_ssize_t k_stride_d,
-                                const Py_ssize_t* tokens, const Py_ssize_t* counts, Py_ssize_t K,
-                                Py_ssize_t V, xoshiro256plus_state* states,
-                                const double* uniforms, Py_ssize_t m, int semantics,
-                                bint greedy, int64_t* out_tokens,
-                                Py_ssize_t width, int64_t* emitted, int64_t* accepted,
-                                Py_ssize_t* scratch, Py_ssize_t start, Py_ssize_t stop,
+cdef struct Batch:
+    # The validated arrays of one call: where rows are and where their results go.
+    const void* target               # (B, R, V), float if ``single`` else double
+    const void* draft                # (B, K, V) of the same type, or NULL (one-hot drafts)
+    bint single
+    Py_ssize_t b_stride_t, k_stride_t, target_rows
+    Py_ssize_t b_stride_d, k_stride_d
+    const Py_ssize_t* tokens         # (B, K)
+    const Py_ssize_t* counts         # (B,) drafts used per row
+    Py_ssize_t K, V
+    xoshiro256plus_state* states     # (B,) generator states, or NULL
+    xoshiro256plus_state** generators  # (B,) pointers into Rng objects, or NULL
+    const double* uniforms           # (B, m) replay values, or NULL
+    Py_ssize_t m
+    int semantics
+    bint greedy
+    int64_t* out_tokens              # OUT (B, width)
+    Py_ssize_t width
+    int64_t* emitted                 # OUT (B,)
+    int64_t* accepted                # OUT (B,)
+
+
+cdef VerifyOutcome verify_range(const Batch* a, const real* target, const real* draft,
+                                Py_ssize_t start, Py_ssize_t stop, Py_ssize_t* scratch,
                                 Py_ssize_t* failed_row) noexcept nogil:
-    """Verify rows start .. stop; on an error, stop and name the row in ``failed_row``."""
+    """Verify rows start .. stop; on an error, stop and name the row in ``failed_row``.
+
+    Row b draws from ``generators[b]`` when given, else from ``states[b]`` when
+    given, else replays ``uniforms[b]``."""
     cdef VerifyOutcome outcome
     cdef UniformStream stream
     cdef Py_ssize_t b, j
     cdef const real* draft_rows
     outcome.error = OK
+    outcome.emitted = outcome.accepted = outcome.row = outcome.index = 0
     for b in range(start, stop):
-        stream.state = NULL if states == NULL else states + b
-        stream.values = uniforms + b * m if uniforms != NULL else NULL
-        stream.count = m
+        if a.generators != NULL:
+            stream.state = a.generators[b]
+        else:
+            stream.state = NULL if a.states == NULL else a.states + b
+        stream.values = a.uniforms + b * a.m if a.uniforms != NULL else NULL
+        stream.count = a.m
         stream.used = 0
         draft_rows = NULL
         if draft != NULL:
-            draft_rows = draft + b * b_stride_d
-        outcome = verify_row(target + b * b_stride_t, k_stride_t, target_rows,
-                             draft_rows, k_stride_d,
-                             tokens + b * K, counts[b], V, semantics, greedy, &stream, scratch)
-        for j in range(width):
-            out_tokens[b * width + j] = scratch[j] if j < outcome.emitted else -1
-        emitted[b] = outcome.emitted
-        accepted[b] = outcome.accepted
+            draft_rows = draft + b * a.b_stride_d
+        outcome = verify_row(target + b * a.b_stride_t, a.k_stride_t, a.target_rows,
+                             draft_rows, a.k_stride_d, a.tokens + b * a.K, a.counts[b], a.V,
+                             a.semantics, a.greedy, &stream, scratch)
+        for j in range(a.width):
+            a.out_tokens[b * a.width + j] = scratch[j] if j < outcome.emitted else -1
+        a.emitted[b] = outcome.emitted
+        a.accepted[b] = outcome.accepted
         if outcome.error != OK:
             failed_row[0] = b
             return outcome
     return outcome
 
 
+cdef VerifyOutcome verify_typed_range(const Batch* a, Py_ssize_t start, Py_ssize_t stop,
+                                      Py_ssize_t* scratch, Py_ssize_t* failed_row) noexcept nogil:
+    """``verify_range`` for the batch's element type."""
+    if a.single:
+        return verify_range(a, <const float*>a.target, <const float*>a.draft,
+                            start, stop, scratch, failed_row)
+    return verify_range(a, <const double*>a.target, <const double*>a.draft,
+                        start, stop, scratch, failed_row)
+
+
 def verify_rows(cnp.ndarray target, object draft, cnp.ndarray tokens, cnp.ndarray counts,
                 object states, object uniforms, bint reference, bint greedy,
                 cnp.ndarray out_tokens, cnp.ndarray out_emitted, cnp.ndarray out_accepted,
                 Py_ssize_t start, Py_ssize_t stop):
-    """Verify rows ``start .. stop``; returns None, or (error, b, row, index)."""
-    cdef Py_ssize_t K = cnp.PyArray_DIM(tokens, 1), V = cnp.PyArray_DIM(target, 2)
+    """Verify rows ``start .. stop``; returns None, or (error, b, row, index).
+
+    ``states``: a (B, 4) uint64 array of generator states, or a sequence of B
+    ``Rng`` (advanced in place with the GIL held), or None with ``uniforms``."""
+    cdef Batch a
     cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(target)
-    cdef Py_ssize_t width = cnp.PyArray_DIM(out_tokens, 1)
-    cdef Py_ssize_t target_rows = cnp.PyArray_DIM(target, 1)
-    cdef Py_ssize_t bt = cnp.PyArray_STRIDE(target, 0) // item
-    cdef Py_ssize_t kt = cnp.PyArray_STRIDE(target, 1) // item
-    cdef Py_ssize_t bd = 0, kd = 0, m = 0, failed_row = -1
-    cdef const void* draft_data = NULL
-    cdef xoshiro256plus_state* state_data = NULL
-    cdef const double* uniform_data = NULL
-    cdef int semantics = REFERENCE if reference else EXACT
-    cdef bint single = cnp.PyArray_TYPE(target) == cnp.NPY_FLOAT
+    cdef Py_ssize_t b, failed_row = -1
+    cdef bint in_place = states is not None and not isinstance(states, cnp.ndarray)
     cdef VerifyOutcome outcome
-    cdef Py_ssize_t* scratch = <Py_ssize_t*>malloc((K + 2) * sizeof(Py_ssize_t))
+    cdef Py_ssize_t* scratch
+    a.target = cnp.PyArray_DATA(target)
+    a.single = cnp.PyArray_TYPE(target) == cnp.NPY_FLOAT
+    a.b_stride_t = cnp.PyArray_STRIDE(target, 0) // item
+    a.k_stride_t = cnp.PyArray_STRIDE(target, 1) // item
+    a.target_rows = cnp.PyArray_DIM(target, 1)
+    a.draft = NULL
+    a.b_stride_d = a.k_stride_d = 0
+    if draft is not None:
+        a.draft = cnp.PyArray_DATA(draft)
+        a.b_stride_d = cnp.PyArray_STRIDE(draft, 0) // item
+        a.k_stride_d = cnp.PyArray_STRIDE(draft, 1) // item
+    a.tokens = <const Py_ssize_t*>cnp.PyArray_DATA(tokens)
+    a.counts = <const Py_ssize_t*>cnp.PyArray_DATA(counts)
+    a.K = cnp.PyArray_DIM(tokens, 1)
+    a.V = cnp.PyArray_DIM(target, 2)
+    a.states = NULL
+    a.generators = NULL
+    a.uniforms = NULL
+    a.m = 0
+    if states is None:
+        a.uniforms = <const double*>cnp.PyArray_DATA(uniforms)
+        a.m = cnp.PyArray_DIM(uniforms, 1)
+    elif not in_place:
+        a.states = <xoshiro256plus_state*>cnp.PyArray_DATA(states)
+    a.semantics = REFERENCE if reference else EXACT
+    a.greedy = greedy
+    a.out_tokens = <int64_t*>cnp.PyArray_DATA(out_tokens)
+    a.width = cnp.PyArray_DIM(out_tokens, 1)
+    a.emitted = <int64_t*>cnp.PyArray_DATA(out_emitted)
+    a.accepted = <int64_t*>cnp.PyArray_DATA(out_accepted)
+    scratch = <Py_ssize_t*>malloc((a.K + 2) * sizeof(Py_ssize_t))
     if scratch == NULL:
         raise MemoryError()
-    if draft is not None:
-        draft_data = cnp.PyArray_DATA(draft)
-        bd = cnp.PyArray_STRIDE(draft, 0) // item
-        kd = cnp.PyArray_STRIDE(draft, 1) // item
-    if states is not None:
-        state_data = <xoshiro256plus_state*>cnp.PyArray_DATA(states)
-    else:
-        uniform_data = <const double*>cnp.PyArray_DATA(uniforms)
-        m = cnp.PyArray_DIM(uniforms, 1)
-    cdef const Py_ssize_t* token_data = <const Py_ssize_t*>cnp.PyArray_DATA(tokens)
-    cdef const Py_ssize_t* count_data = <const Py_ssize_t*>cnp.PyArray_DATA(counts)
-    cdef void* target_data = cnp.PyArray_DATA(target)
-    cdef int64_t* out_data = <int64_t*>cnp.PyArray_DATA(out_tokens)
-    cdef int64_t* emitted_data = <int64_t*>cnp.PyArray_DATA(out_emitted)
-    cdef int64_t* accepted_data = <int64_t*>cnp.PyArray_DATA(out_accepted)
     try:
-        with nogil:
-            if single:
-                outcome = verify_range(<const float*>target_data, <const float*>draft_data,
-                                       bt, kt, target_rows, bd, kd, token_data, count_data, K, V,
-                                       state_data, uniform_data, m, semantics, greedy,
-                                       out_data, width, emitted_data,
-                                       accepted_data, scratch, start, stop, &failed_row)
-            else:
-                outcome = verify_range(<const double*>target_data, <const double*>draft_data,
-                                       bt, kt, target_rows, bd, kd, token_data, count_data, K, V,
-                                       state_data, uniform_data, m, semantics, greedy,
-                                       out_data, width, emitted_data,
-                                       accepted_data, scratch, start, stop, &failed_row)
+        if in_place:
+            # Pointers into the Rng objects, which ``states`` keeps alive; no
+            # other thread can draw from them while this one holds the GIL.
+            a.generators = <xoshiro256plus_state**>malloc(
+                max(stop, 1) * sizeof(xoshiro256plus_state*))
+            if a.generators == NULL:
+                raise MemoryError()
+            for b in range(start, stop):
+                a.generators[b] = &(<Rng?>states[b]).c_state
+            outcome = verify_typed_range(&a, start, stop, scratch, &failed_row)
+        else:
+            with nogil:
+                outcome = verify_typed_range(&a, start, stop, scratch, &failed_row)
     finally:
         free(scratch)
+        free(a.generators)
     if outcome.error == OK:
         return None
     return (outcome.error, failed_row, outcome.row, outcome.index)
