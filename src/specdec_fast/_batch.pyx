@@ -50,9 +50,12 @@ cdef VerifyOutcome verify_range(const Batch* a, const real* target, const real* 
 
     Row b draws from ``generators[b]`` when given, else from ``states[b]`` when
     given, else replays ``uniforms[b]``."""
+    # Fields in locals: the stores to the outputs could alias ``a``'s fields.
+    cdef int64_t* out_tokens = a.out_tokens
+    cdef Py_ssize_t width = a.width
+    cdef Py_ssize_t b, j
     cdef VerifyOutcome outcome
     cdef UniformStream stream
-    cdef Py_ssize_t b, j
     cdef const real* draft_rows
     outcome.error = OK
     outcome.emitted = outcome.accepted = outcome.row = outcome.index = 0
@@ -70,8 +73,8 @@ cdef VerifyOutcome verify_range(const Batch* a, const real* target, const real* 
         outcome = verify_row(target + b * a.b_stride_t, a.k_stride_t, a.target_rows,
                              draft_rows, a.k_stride_d, a.tokens + b * a.K, a.counts[b], a.V,
                              a.semantics, a.greedy, &stream, scratch)
-        for j in range(a.width):
-            a.out_tokens[b * a.width + j] = scratch[j] if j < outcome.emitted else -1
+        for j in range(width):
+            out_tokens[b * width + j] = scratch[j] if j < outcome.emitted else -1
         a.emitted[b] = outcome.emitted
         a.accepted[b] = outcome.accepted
         if outcome.error != OK:
