@@ -155,8 +155,8 @@ def test_arrays_beside_rows_of_scalars_stand_for_their_tolist():
 
 def test_the_generator_is_drawn_from_the_calls_start():
     """With ``rng``, a call handed over after some draws starts again from the
-    generator's state at the call's start: the reference drawing from a fresh
-    copy gives the same dict, and leaves that copy where the call left ``rng``."""
+    call's first draw: the reference drawing from a fresh copy of the generator
+    gives the same dict, and leaves that copy where the call left ``rng``."""
     V = 50
     g = np.random.default_rng(3)
     for seed in range(40):
@@ -309,3 +309,52 @@ def test_the_generators_own_draws_not_an_override():
     for draft in ([[1.0, 0.0]], [[np.float32(1.0), 0.0]]):
         assert_same(fast_sim(draft, target, [0], 2, rng=Fixed(1)),
                     reference_sim(draft, target, [0], 2, random=Rng(1)))
+
+
+def test_draws_made_before_a_hand_over_are_replayed_not_drawn_again():
+    """A call that drew from ``rng`` before meeting a number with its own arithmetic
+    gives the reference those draws again, then draws on from where the generator
+    is: it does not rewind ``rng``.  Here a row's ``__getitem__`` (user code, as run
+    by another thread while the call waits for the GIL) draws from the same
+    generator; every value of the stream then goes to exactly one of the two.
+    (Rewinding would hand the call's draws to the reference again and the row's
+    ``__getitem__`` the same values as before.)"""
+    V, K = 6, 2
+    g = np.random.default_rng(11)
+    exercised = 0
+    for seed in range(30):
+        draft, target, tokens, _ = make_case(g, K=K, V=V)
+        rng = Rng(seed)
+        taken = []                       # what the row's user code drew
+
+        class DrawingRow(list):
+            def __getitem__(self, v):
+                taken.append(rng.random())
+                return np.float32(list.__getitem__(self, v))
+
+        t = target.tolist()
+        t[1] = DrawingRow(t[1])
+        got = fast_sim(draft.tolist(), t, tokens, V, rng=rng)
+        stream = Rng(seed)
+        n = 0
+        while stream.state != rng.state:
+            stream.random()
+            n += 1
+            assert n <= len(taken) + K + 2, seed
+        T = Rng(seed).random(n).tolist()
+        assert len(set(T)) == n
+        assert set(taken) <= set(T) and len(taken) == len(set(taken)), seed
+        consumed = [u for u in T if u not in set(taken)]
+        plain = target.tolist()
+        plain[1] = [np.float32(x) for x in plain[1]]
+        replay = iter(consumed)
+
+        class Replay:
+            def random(self):
+                return next(replay)
+
+        want = reference_sim(draft.tolist(), plain, tokens, V, random=Replay())
+        assert_same(got, want)
+        assert next(replay, None) is None, seed      # the call used every value it drew
+        exercised += bool(taken) and T.index(taken[0]) > 0   # drew, then handed over
+    assert exercised >= 10

@@ -708,9 +708,16 @@ cdef double as_uniform(object item, Py_ssize_t i) except? -1.0:
     return x
 
 
-cdef inline int draw(UniformStream* stream, double* u) except -1:
+cdef inline int draw(UniformStream* stream, double* u, double* drawn) except -1:
+    """The next uniform.  A generator's draws are also kept in ``drawn`` (the call's
+    K + 2 slots, counted by ``stream.used``): a call handed to the reference
+    replays them rather than rewinding the generator, which another thread may
+    have drawn from meanwhile (while user code that the call ran let it)."""
     if not next_uniform(stream, u):
         raise out_of_uniforms(stream.count)
+    if stream.state != NULL:
+        drawn[stream.used] = u[0]
+        stream.used += 1
     return 0
 
 
@@ -1087,7 +1094,7 @@ cdef Py_ssize_t verify_arrays(Matrix* target, Matrix* draft, const Py_ssize_t* t
 
 cdef Py_ssize_t verify_rows(Matrix* target, Matrix* draft, const Py_ssize_t* tokens,
                             object drafted, Py_ssize_t K, Py_ssize_t V, int semantics,
-                            UniformStream* stream, Py_ssize_t* out) except -1:
+                            UniformStream* stream, double* drawn, Py_ssize_t* out) except -1:
     """The same step as ``verify_row``, reading Python rows only where it must.
     Once user code has run (converting an entry), each draft token of a list
     (``drafted``) is read again when its turn comes, as the reference does:
@@ -1113,18 +1120,18 @@ cdef Py_ssize_t verify_rows(Matrix* target, Matrix* draft, const Py_ssize_t* tok
         if q == 0.0 and semantics == REFERENCE:
             return n                                         # R2: no token, no bonus
         if q != 0.0:
-            draw(stream, &u)                                 # R3
+            draw(stream, &u, drawn)                          # R3
             if u < p / q:
                 out[n] = t
                 n += 1
                 accepted += 1
                 continue
-        draw(stream, &u)                                     # R4
+        draw(stream, &u, drawn)                              # R4
         out[n] = sample_residual(target, draft, i, V, u)
         n += 1
         break
     if bonus_follows(semantics, accepted, n, K, row_count(target)):   # R6, R7
-        draw(stream, &u)
+        draw(stream, &u, drawn)
         out[n] = sample_cumulative(target, K, V, u)
         n += 1
     return n
@@ -1304,14 +1311,22 @@ cdef bint finite_non_negative(object item):
 
 
 cdef class GeneratorDraws:
-    """``random`` for a call handed to the reference: ``random()`` draws from the
-    generator as the compiled loop does (not through an ``Rng`` subclass's override)."""
+    """``random`` for a call handed to the reference: ``random()`` returns the values
+    the compiled loop already drew, then draws from the generator as that loop does
+    (not through an ``Rng`` subclass's override)."""
     cdef Rng rng
+    cdef list drawn
+    cdef Py_ssize_t used
 
-    def __init__(self, Rng rng):
+    def __init__(self, Rng rng, list drawn):
         self.rng = rng
+        self.drawn = drawn
+        self.used = 0
 
     def random(self):
+        if self.used < len(self.drawn):
+            self.used += 1
+            return self.drawn[self.used - 1]
         return xoshiro256plus_next_double(&self.rng.c_state)
 
 
@@ -1333,17 +1348,16 @@ cdef class UniformReplay:
 
 
 cdef dict hand_to_reference(object draft, object target, object tokens, Py_ssize_t V,
-                            object opened_stream, UniformStream* stream,
-                            const xoshiro256plus_state* start):
+                            object opened_stream, UniformStream* stream, const double* drawn):
     """The call run by the reference on the opened arguments, from the start of the
-    stream (the generator as it was at ``start``, or the uniforms given: the list
-    ``opened_stream``, or None for an array); the tokens come back as Python ints
-    (R9), as the compiled loop gives them."""
+    stream (the generator's ``stream.used`` values already ``drawn``, then the
+    generator ``opened_stream``; or the uniforms given: the list ``opened_stream``,
+    or None for an array); the tokens come back as Python ints (R9), as the
+    compiled loop gives them."""
     cdef Py_ssize_t i
     cdef dict result
     if stream.state != NULL:
-        stream.state[0] = start[0]
-        source = GeneratorDraws(opened_stream)
+        source = GeneratorDraws(opened_stream, [drawn[i] for i in range(stream.used)])
     else:
         # The uniforms as checked at the start, but those given as numbers with their
         # own arithmetic as the objects given: the reference compares in it.
@@ -1376,12 +1390,11 @@ def speculative_decode_sim(draft_probs, target_probs, draft_tokens, vocab_size, 
     cdef Py_ssize_t small_tokens[2 * SMALL_K + 2]
     cdef double small_room[SMALL_K + 2]
     cdef Py_ssize_t* tokens = small_tokens  # K tokens, then verify_row's K + 2 for those emitted
-    cdef double* room = small_room          # the K + 2 uniforms a call can use (R3-R7)
+    cdef double* room = small_room          # the K + 2 uniforms a call uses (R3-R7): given, or drawn
     cdef Py_ssize_t* out
     cdef Py_ssize_t K, V, i, n
     cdef int mode
     cdef bint own_uniforms = False
-    cdef xoshiro256plus_state start
     if semantics == "reference":
         mode = REFERENCE
     elif semantics == "exact":
@@ -1401,8 +1414,6 @@ def speculative_decode_sim(draft_probs, target_probs, draft_tokens, vocab_size, 
             raise MemoryError()
         out = tokens + K
         keep_stream = open_uniforms(rng, uniforms, K + 2, room, &stream, &own_uniforms)
-        if stream.state != NULL:
-            start = stream.state[0]
         if check_all:
             check_all_probabilities(&target, "target_probs", min(target.nrows, K + 1), V)
             check_all_probabilities(&draft, "draft_probs", K, V)
@@ -1415,13 +1426,13 @@ def speculative_decode_sim(draft_probs, target_probs, draft_tokens, vocab_size, 
                     n = verify_arrays(&target, &draft, tokens, K, V, mode, &stream, out)
                 else:
                     n = verify_rows(&target, &draft, tokens, draft_tokens, K, V, mode,
-                                    &stream, out)
+                                    &stream, room, out)
         except OwnArithmetic:
             pass
         if n >= 0:
             return new_result(K, n, out, draft_tokens)
         return hand_to_reference(keep_draft, keep_target, draft_tokens, V, keep_stream, &stream,
-                                 &start)
+                                 room)
     finally:
         if tokens != small_tokens:
             free(tokens)
