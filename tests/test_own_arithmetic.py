@@ -191,6 +191,25 @@ def test_decimals_raise_where_the_reference_raises():
             fast_sim(d, t, tokens, 2, uniforms=U)
 
 
+def test_a_failed_handed_over_call_leaves_the_generator_where_the_reference_does():
+    """The reference computes the residual before drawing its uniform, and fails there
+    on a row that mixes ``Decimal``s and floats: the drop-in reads the rows before
+    that draw too, so a call that fails this way has drawn what the reference
+    draws, no more.  Position 0 is always accepted; position 1 reads floats at the
+    draft token and is rejected when its uniform is at least 0.5."""
+    d = [[0.1, 0.9], [0.5, 0.5]]
+    t = [[0.9, 0.1], [0.25, Decimal("0.75")], [0.5, 0.5]]
+    outcomes = []
+    for seed in range(20):
+        rng, twin = Rng(seed), Rng(seed)
+        want = outcome(lambda: reference_sim(d, t, [0, 0], 2, random=twin))
+        got = outcome(lambda: fast_sim(d, t, [0, 0], 2, rng=rng))
+        assert got == want, seed
+        assert rng.state == twin.state, seed
+        outcomes.append(want is TypeError)
+    assert 3 <= sum(outcomes) <= 17     # rejections at position 1 fail (4 of these 20)
+
+
 def test_ints_beyond_two_to_the_53():
     """Ints a double cannot hold: the reference divides and sums them exactly."""
     big = 2**60

@@ -859,11 +859,15 @@ cdef inline int check_probability(double x, str name, Py_ssize_t i, Py_ssize_t v
 
 
 cdef Py_ssize_t sample_residual(Matrix* target, Matrix* draft, Py_ssize_t i, Py_ssize_t n,
-                                double u) except -1:
+                                UniformStream* stream, double* drawn) except -1:
     """R4: a token from max(0, p_i - q_i) normalised; reads both rows whole,
-    in place when both are arrays of one dtype, else into float64 copies."""
+    in place when both are arrays of one dtype, else into float64 copies.  The
+    uniform is drawn after the rows are read, as the reference draws it after
+    computing the residual: a read that hands the call over, or fails, has not
+    drawn it."""
     cdef Row p, q
     cdef Py_ssize_t token, bad = 0
+    cdef double u
     cdef double* pair = NULL
     cdef unsigned char* kinds = NULL
     keep_p = in_place_row(target, i, n, "target_probs", &p)
@@ -881,6 +885,7 @@ cdef Py_ssize_t sample_residual(Matrix* target, Matrix* draft, Py_ssize_t i, Py_
             p.data = pair
             q.data = pair + n
             p.single = q.single = False
+        draw(stream, &u, drawn)
         if p.single:
             token = residual_sample(<const float*>p.data, <const float*>q.data, -1, n, u,
                                     kinds, &bad)
@@ -1126,8 +1131,7 @@ cdef Py_ssize_t verify_rows(Matrix* target, Matrix* draft, const Py_ssize_t* tok
                 n += 1
                 accepted += 1
                 continue
-        draw(stream, &u, drawn)                              # R4
-        out[n] = sample_residual(target, draft, i, V, u)
+        out[n] = sample_residual(target, draft, i, V, stream, drawn)   # R4
         n += 1
         break
     if bonus_follows(semantics, accepted, n, K, row_count(target)):   # R6, R7
