@@ -23,6 +23,7 @@ with fresh seeds each chi-square / z check would fail falsely with probability
 about ALPHA = 1e-4 (the docstrings give the per-test rate).
 """
 import math
+import threading
 from statistics import NormalDist
 
 import numpy as np
@@ -655,7 +656,6 @@ def test_sequence_of_rngs_shared_with_a_drawing_thread():
     about ten milliseconds here, two GIL switch intervals, and the thread waits for
     the GIL throughout it.  Deterministic: the assertions hold whenever the thread
     draws."""
-    import threading
     B, K, V = 600, 4, 1 << 16
     g = np.random.default_rng(8)
     p = g.random(V) + 0.01
