@@ -2,7 +2,8 @@
 
 This module validates and prepares the arrays; the loop over rows runs in the
 compiled kernel (``_batch.verify_rows`` over ``_kernel.verify_row``) without the
-GIL, on disjoint row ranges when more than one thread is asked for.
+GIL, on disjoint row ranges when more than one thread is asked for (rows given a
+sequence of ``Rng`` run on the calling thread, with the GIL held).
 
 Randomness is keyed by row, never by thread or split: every row b draws from
 its own xoshiro256+ stream, so a row's tokens depend only on its inputs and

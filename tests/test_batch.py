@@ -678,10 +678,11 @@ def test_sequence_of_rngs_shared_with_a_drawing_thread():
     drawer = threading.Thread(target=draw)
     drawer.start()
     try:
-        started.wait()
+        assert started.wait(60)
         res = verify_batch(draft, target, tokens, rng=rngs, num_threads=2)
         n_after_call = len(drawn)
         while len(drawn) < n_after_call + 100:  # the thread goes on drawing after the call
+            assert drawer.is_alive()
             stop.wait(0.001)
     finally:
         stop.set()

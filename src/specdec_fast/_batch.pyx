@@ -99,12 +99,13 @@ def verify_rows(cnp.ndarray target, object draft, cnp.ndarray tokens, cnp.ndarra
                 Py_ssize_t start, Py_ssize_t stop):
     """Verify rows ``start .. stop``; returns None, or (error, b, row, index).
 
-    ``states``: a (B, 4) uint64 array of generator states, or a sequence of B
-    ``Rng`` (advanced in place with the GIL held), or None with ``uniforms``."""
+    ``states``: a (B, 4) uint64 array of generator states, or a tuple of B ``Rng``
+    (advanced in place with the GIL held; the tuple keeps them alive), or None
+    with ``uniforms``."""
     cdef Batch a
     cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(target)
     cdef Py_ssize_t b, failed_row = -1
-    cdef bint in_place = states is not None and not isinstance(states, cnp.ndarray)
+    cdef bint in_place = type(states) is tuple
     cdef VerifyOutcome outcome
     cdef Py_ssize_t* scratch
     a.target = cnp.PyArray_DATA(target)
@@ -130,7 +131,7 @@ def verify_rows(cnp.ndarray target, object draft, cnp.ndarray tokens, cnp.ndarra
         a.uniforms = <const double*>cnp.PyArray_DATA(uniforms)
         a.m = cnp.PyArray_DIM(uniforms, 1)
     elif not in_place:
-        a.states = <xoshiro256plus_state*>cnp.PyArray_DATA(states)
+        a.states = <xoshiro256plus_state*>cnp.PyArray_DATA(<cnp.ndarray?>states)
     a.semantics = REFERENCE if reference else EXACT
     a.greedy = greedy
     a.out_tokens = <int64_t*>cnp.PyArray_DATA(out_tokens)
@@ -142,14 +143,16 @@ def verify_rows(cnp.ndarray target, object draft, cnp.ndarray tokens, cnp.ndarra
         raise MemoryError()
     try:
         if in_place:
-            # Pointers into the Rng objects, which ``states`` keeps alive; no
-            # other thread can draw from them while this one holds the GIL.
+            if len(<tuple>states) < stop:
+                raise ValueError(f"states holds {len(<tuple>states)} generators, rows go to {stop}")
+            # Pointers into the Rng objects, which the tuple ``states`` keeps
+            # alive; no other thread can draw from them while this one holds the GIL.
             a.generators = <xoshiro256plus_state**>malloc(
                 max(stop, 1) * sizeof(xoshiro256plus_state*))
             if a.generators == NULL:
                 raise MemoryError()
             for b in range(start, stop):
-                a.generators[b] = &(<Rng?>states[b]).c_state
+                a.generators[b] = &(<Rng?>(<tuple>states)[b]).c_state
             outcome = verify_typed_range(&a, start, stop, scratch, &failed_row)
         else:
             with nogil:

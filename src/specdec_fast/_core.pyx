@@ -863,8 +863,9 @@ cdef Py_ssize_t sample_residual(Matrix* target, Matrix* draft, Py_ssize_t i, Py_
     """R4: a token from max(0, p_i - q_i) normalised; reads both rows whole,
     in place when both are arrays of one dtype, else into float64 copies.  The
     uniform is drawn after the rows are read, as the reference draws it after
-    computing the residual: a read that hands the call over, or fails, has not
-    drawn it."""
+    computing the residual: a read that hands the call over, or meets an entry
+    that is not a number, has not drawn it.  (Negative, NaN and infinite values
+    are found after the draw, by the scan; the reference raises for none of them.)"""
     cdef Row p, q
     cdef Py_ssize_t token, bad = 0
     cdef double u
