@@ -1315,41 +1315,27 @@ cdef bint finite_non_negative(object item):
         return False
 
 
-cdef class GeneratorDraws:
-    """``random`` for a call handed to the reference: ``random()`` returns the values
-    the compiled loop already drew, then draws from the generator as that loop does
-    (not through an ``Rng`` subclass's override)."""
-    cdef Rng rng
-    cdef list drawn
-    cdef Py_ssize_t used
-
-    def __init__(self, Rng rng, list drawn):
-        self.rng = rng
-        self.drawn = drawn
-        self.used = 0
-
-    def random(self):
-        if self.used < len(self.drawn):
-            self.used += 1
-            return self.drawn[self.used - 1]
-        return xoshiro256plus_next_double(&self.rng.c_state)
-
-
 cdef class UniformReplay:
-    """``random`` for a call handed to the reference: ``random()`` returns the
-    uniforms in turn (the objects given), and runs out as the compiled loop does."""
+    """``random`` for a call handed to the reference: ``random()`` returns
+    ``values`` in turn (the uniforms given, or those the compiled loop already
+    drew), then draws from ``rng`` as that loop does (not through an ``Rng``
+    subclass's override), or without one runs out as the compiled loop does."""
     cdef list values
+    cdef Rng rng
     cdef Py_ssize_t used
 
-    def __init__(self, list values):
+    def __init__(self, list values, Rng rng=None):
         self.values = values
+        self.rng = rng
         self.used = 0
 
     def random(self):
-        if self.used >= len(self.values):
+        if self.used < len(self.values):
+            self.used += 1
+            return self.values[self.used - 1]
+        if self.rng is None:
             raise out_of_uniforms(len(self.values))
-        self.used += 1
-        return self.values[self.used - 1]
+        return xoshiro256plus_next_double(&self.rng.c_state)
 
 
 cdef dict hand_to_reference(object draft, object target, object tokens, Py_ssize_t V,
@@ -1362,7 +1348,7 @@ cdef dict hand_to_reference(object draft, object target, object tokens, Py_ssize
     cdef Py_ssize_t i
     cdef dict result
     if stream.state != NULL:
-        source = GeneratorDraws(opened_stream, [drawn[i] for i in range(stream.used)])
+        source = UniformReplay([drawn[i] for i in range(stream.used)], opened_stream)
     else:
         # The uniforms as checked at the start, but those given as numbers with their
         # own arithmetic as the objects given: the reference compares in it.
