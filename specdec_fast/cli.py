@@ -22,6 +22,7 @@ import random
 import re
 import sys
 import time
+import zipfile
 
 import numpy as np
 
@@ -106,6 +107,14 @@ def non_negative_int(text):
     return int(text)
 
 
+def seed_int(text):
+    """A seed: an int in [0, 2**64)."""
+    value = non_negative_int(text)
+    if value >= 1 << 64:
+        raise argparse.ArgumentTypeError(f"{text!r} is not below 2**64")
+    return value
+
+
 def non_negative_float(text):
     try:
         x = float(text)
@@ -175,7 +184,7 @@ def build_parser():
     sim.add_argument("--semantics", choices=("exact", "reference"), default="exact",
                      help="exact: the papers' algorithm; reference: also a bonus token after a "
                           "rejection at the last position (rule R6) (default exact)")
-    sim.add_argument("--seed", type=non_negative_int, default=0,
+    sim.add_argument("--seed", type=seed_int, default=0,
                      help="seed of the generator and of the synthetic pairs (default 0)")
     sim.add_argument("--confidence", type=probability, default=0.95,
                      help="level of the confidence intervals (default 0.95)")
@@ -207,7 +216,7 @@ def build_parser():
                        help="acceptance rate of the drafts (default 0.8)")
     bench.add_argument("--budget", type=non_negative_float, default=None, metavar="SECONDS",
                        help="time per implementation and cell (default 0.5; --quick 0.08)")
-    bench.add_argument("--seed", type=non_negative_int, default=0, help="seed (default 0)")
+    bench.add_argument("--seed", type=seed_int, default=0, help="seed (default 0)")
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
     bench.set_defaults(run=run_bench)
@@ -231,6 +240,10 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except MemoryError:
+        print(f"{PROG}: error: out of memory (a smaller --vocab or --k needs less)",
+              file=sys.stderr)
+        return EXIT_USAGE
     except BrokenPipeError:
         # The reader went away (e.g. `| head`): stop quietly.
         try:
@@ -267,6 +280,11 @@ def _load_probs(path):
     from specdec_fast.theory import _normalised, _probabilities
 
     try:
+        with open(path, "rb") as f:
+            is_zip = f.read(4) in (b"PK\x03\x04", b"PK\x05\x06")    # .npz: a zip archive
+        if not is_zip:
+            raise UsageError(f"--probs {path}: not an .npz file (a zip of arrays, as "
+                             "np.savez writes)")
         with np.load(path, allow_pickle=False) as data:
             names = set(data.files)
             draft_key = next((k for k in ("draft", "draft_probs") if k in names), None)
@@ -277,7 +295,7 @@ def _load_probs(path):
             draft, target = data[draft_key], data[target_key]
     except UsageError:
         raise
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise UsageError(f"--probs {path}: cannot read it as .npz ({exc})") from None
     draft_name, target_name = f"--probs {path}: 'draft'", f"--probs {path}: 'target'"
     try:
@@ -288,6 +306,8 @@ def _load_probs(path):
                              f"{target.shape} must have the same number of axes")
         if draft.ndim == 2:
             draft, target = draft[None], target[None]
+        if draft.shape[0] == 0:
+            raise UsageError(f"--probs {path}: 'draft' {draft.shape} holds no scenario")
         if target.shape[0] != draft.shape[0] or target.shape[2] != draft.shape[2]:
             raise UsageError(f"--probs {path}: 'draft' {draft.shape} and 'target' "
                              f"{target.shape} disagree on scenarios or vocabulary")
@@ -330,6 +350,7 @@ def _scenarios(args):
                          f"pairs reach at --vocab {args.vocab} --exponent {args.exponent:g} "
                          "(a larger --vocab or --exponent reaches lower)")
     k_max = max(ks)
+    _check_memory(len(alphas) * (2 * k_max + 1) * args.vocab)
     drafts, targets = [], []
     for i, a in enumerate(alphas):
         d, t = synthetic.zipf_rows(args.vocab, [a] * k_max, args.exponent,
@@ -342,6 +363,23 @@ def _scenarios(args):
     return draft, target, labels, alphas, ks
 
 
+# Peak bytes of a simulation per float64 of its input rows (copies, normalised rows and
+# alias tables), measured on V = 2**20 at K = 4 and 16 (4.6x the rows' 8 bytes).
+PEAK_BYTES_PER_VALUE = 40
+
+
+def _check_memory(values):
+    """A usage error when the synthetic rows (``values`` floats) would not fit in memory."""
+    try:
+        physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return                      # unknown here (Windows): MemoryError is caught later
+    need = values * PEAK_BYTES_PER_VALUE
+    if need > 0.8 * physical:
+        raise UsageError(f"--vocab and --k too large together: about {need / 2**30:.1f} GiB "
+                         f"needed, {physical / 2**30:.1f} GiB of memory here")
+
+
 def run_simulate(args):
     from specdec_fast import theory
     from specdec_fast._rng import Rng
@@ -349,9 +387,10 @@ def run_simulate(args):
 
     if args.trials > MAX_TRIALS:
         raise UsageError(f"--trials is at most {MAX_TRIALS:,}")
+    plot_format = None
     if args.plot is not None:
         _require_matplotlib()
-        _check_writable(args.plot)
+        plot_format = _plot_format(args.plot)
     draft, target, labels, alphas, ks = _scenarios(args)
     S, _, V = draft.shape
     rng = Rng(args.seed)
@@ -401,6 +440,7 @@ def run_simulate(args):
         "source": args.probs if args.probs is not None else
         f"synthetic Zipf-like pairs (exponent {args.exponent:g})",
         "interrupted": interrupted,
+        "k_requested": ks,
         "scenarios": [],
     }
     for s in range(S):
@@ -423,7 +463,7 @@ def run_simulate(args):
     else:
         _print_simulation(report)
     if args.plot is not None and any(e["rows"] for e in report["scenarios"]):
-        _plot(report, args.plot)
+        _plot(report, args.plot, plot_format)
         if not args.json:
             print(f"\nwrote {args.plot}")
     if interrupted:
@@ -469,9 +509,10 @@ def _print_simulation(report):
                      "within its confidence interval" if _overlap(entry) else
                      f"the simulation's best is K = {entry['best_k_simulated']}")
             edge = ""
-            if best["k"] == entry["rows"][-1]["k"] and len(entry["rows"]) > 1:
+            if best["k"] == max(report["k_requested"]) and len(entry["rows"]) > 1:
                 edge = "; the largest K tried: try a wider --k"
-            print(f"  best K = {best['k']}: {best['tokens_closed_form']:.2f} tokens per step, "
+            which = "best K so far" if report["interrupted"] else "best K"
+            print(f"  {which} = {best['k']}: {best['tokens_closed_form']:.2f} tokens per step, "
                   f"{best['speedup_closed_form']:.2f}x the speed of plain decoding "
                   f"({agree}{edge})")
     if report["interrupted"]:
@@ -497,15 +538,25 @@ def _require_matplotlib():
         raise UsageError(f"--plot needs matplotlib: {INSTALL_PLOT}") from None
 
 
-def _check_writable(path):
+def _plot_format(path):
+    """The format to write ``path`` in, checked before the simulation runs: its
+    extension's (PNG when it has none; the file is written at ``path`` as given)."""
+    from matplotlib.figure import Figure
+
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise UsageError(f"--plot {path}: folder {folder} does not exist")
     if os.path.isdir(path):
         raise UsageError(f"--plot {path}: is a folder")
+    extension = os.path.splitext(path)[1][1:].lower()
+    supported = Figure().canvas.get_supported_filetypes()
+    if extension and extension not in supported:
+        raise UsageError(f"--plot {path}: cannot write .{extension} files (supported: "
+                         f"{', '.join(sorted(supported))})")
+    return extension or "png"
 
 
-def _plot(report, path):
+def _plot(report, path, fmt):
     import matplotlib
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
@@ -556,8 +607,8 @@ def _plot(report, path):
     fig.suptitle(f"Which K? {report['semantics']} semantics, V = {report['vocab_size']:,}, "
                  f"{report['trials']:,} trials per K", fontsize=10)
     try:
-        fig.savefig(path, dpi=110)
-    except OSError as exc:
+        fig.savefig(path, dpi=110, format=fmt)
+    except (OSError, ValueError, RuntimeError) as exc:    # RuntimeError: pgf without LaTeX
         raise UsageError(f"--plot {path}: {exc}") from None
     finally:
         plt.close(fig)
@@ -617,6 +668,7 @@ def _check_same(case, fast, reference, replaying):
 
 def run_bench(args):
     import specdec_fast
+    from specdec_fast import synthetic
     from specdec_fast.reference import replaying
     from specdec_fast.reference import speculative_decode_sim as reference
 
@@ -626,6 +678,11 @@ def run_bench(args):
         raise UsageError("--vocab is at most 4194304")
     if max(ks) > 256:
         raise UsageError("--k is at most 256")
+    for V in vs:
+        floor = synthetic.min_alpha(V)
+        if args.alpha < floor:
+            raise UsageError(f"--alpha {args.alpha:g} is below {floor:.4g}, the smallest the "
+                             f"synthetic pairs reach at --vocab {V}")
     budget = args.budget if args.budget is not None else (0.08 if args.quick else 0.5)
     fast = specdec_fast.speculative_decode_sim
     rng = specdec_fast.Rng(args.seed)

@@ -11,7 +11,9 @@ built once per scenario and position, so that a token costs one uniform and
 one lookup at any vocabulary size instead of a scan of the row.  It samples
 from the distributions of the kernel's rules (R3; R4, with uniform tokens for
 an all-zero residual; R6 under ``semantics="reference"``) with draws of its
-own, so it reproduces the kernel's statistics, not its tokens.  The loop runs
+own, so it reproduces the kernel's statistics, not its tokens, on normalised
+rows: it normalises every row first, which the kernel does not (on rows that
+do not sum to 1 the reference's statistics differ from these).  The loop runs
 without the GIL in chunks of ``CHUNK_TRIALS`` trials on Python threads.
 
 Randomness and threads: scenario ``s`` draws from ``Rng(key_s)``, where

@@ -66,8 +66,8 @@ def acceptance_rate(p, q):
     al. 2023, Corollary 3.6).  Returns a float for 1-D inputs, else an array of
     the broadcast shape without the last axis.
     """
-    p = _reals(p, "p")
-    q = _reals(q, "q")
+    p = _reals(p, "p", 0.0)
+    q = _reals(q, "q", 0.0)
     if p.ndim == 0 or q.ndim == 0:
         raise ValueError("p and q must have at least one axis (the vocabulary)")
     if p.shape[-1] != q.shape[-1]:

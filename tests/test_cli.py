@@ -118,6 +118,22 @@ def test_plot_writes_png(tmp_path, capsys):
     assert f"wrote {out_png}" in out
 
 
+def test_plot_format_checked_before_simulating(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    target = tmp_path / "which_k.xyz"
+    code, out, err = run(["simulate", "--alpha", "0.6", "--k", "1", "--trials", "100",
+                          "--plot", str(target), "--no-progress"], capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "cannot write .xyz files" in err and "png" in err and not target.exists()
+    # No extension: a PNG at the path given, which is the path reported.
+    bare = tmp_path / "which_k"
+    code, out, err = run(["simulate", "--alpha", "0.6", "--k", "1", "--trials", "100",
+                          "--plot", str(bare), "--no-progress"], capsys)
+    assert code == 0, err
+    assert bare.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert f"wrote {bare}" in out and not (tmp_path / "which_k.png").exists()
+
+
 def test_plot_without_matplotlib(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "matplotlib", None)      # import matplotlib fails
     code, out, err = run(["simulate", "--trials", "100", "--plot", str(tmp_path / "x.png")],
@@ -145,9 +161,14 @@ def test_plot_without_matplotlib(monkeypatch, tmp_path, capsys):
     ["simulate", "--probs", "/no/such/file.npz"],
     ["simulate", "--probs", "x.npz", "--alpha", "0.5"],
     ["simulate", "--plot", "/no/such/folder/x.png"],
+    ["simulate", "--seed", str(2 ** 64)],
+    ["simulate", "--alpha", "0.8", "--vocab", "1048576", "--k", "1-1024"],  # memory
     ["bench", "--alpha", "2"],
     ["bench", "--k", "0"],
     ["bench", "--vocab", "x"],
+    ["bench", "--seed", str(2 ** 64)],
+    ["bench", "--alpha", "0.05", "--vocab", "64"],   # below what the synthetic pairs reach
+    ["bench", "--vocab", "1"],                       # one token: every pair agrees (alpha 1)
     ["frob"],
     ["--bogus"],
 ])
@@ -175,7 +196,17 @@ def test_bad_probs_contents(tmp_path, capsys):
     assert code == 2 and "'draft' must hold real numbers" in err and err.count("\n") == 1
     path.write_text("not a zip file")
     code, _, err = run(["simulate", "--probs", str(path)], capsys)
-    assert code == 2 and err.count("\n") == 1
+    assert code == 2 and "not an .npz file" in err and err.count("\n") == 1
+    path.write_bytes(b"PK\x03\x04 a broken zip")
+    code, _, err = run(["simulate", "--probs", str(path)], capsys)
+    assert code == 2 and "cannot read it as .npz" in err and err.count("\n") == 1
+    npy = tmp_path / "rows.npy"
+    np.save(npy, np.ones((3, 5)))
+    code, _, err = run(["simulate", "--probs", str(npy)], capsys)
+    assert code == 2 and "not an .npz file" in err and err.count("\n") == 1
+    np.savez(path, draft=np.ones((0, 2, 5)), target=np.ones((0, 3, 5)))
+    code, _, err = run(["simulate", "--probs", str(path)], capsys)
+    assert code == 2 and "holds no scenario" in err and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["simulate", "--help"], ["bench", "--help"]])
@@ -223,6 +254,15 @@ def test_ctrl_c_stops_cleanly(capsys, ctrl_c_after):
     assert report["interrupted"]
     rows = report["scenarios"][0]["rows"]
     assert len(rows) == 1 and 0 < rows[0]["trials"] < 10**9
+    assert report["k_requested"] == [1, 2, 3]
+
+
+def test_ctrl_c_table_names_the_best_so_far(capsys, ctrl_c_after):
+    ctrl_c_after(1.0)
+    code, out, err = run(["simulate", "--alpha", "0.8", "--k", "1-3", "--trials", "1e9",
+                          "--no-progress"], capsys)
+    assert code == 130 and "Traceback" not in err
+    assert "best K so far = 1" in out and "try a wider --k" not in out
 
 
 def test_python_dash_m(tmp_path):

@@ -160,6 +160,10 @@ def test_bad_inputs():
         theory.optimal_k(0.5, 0.1, 0)
     with pytest.raises(ValueError, match="vocabulary"):
         theory.acceptance_rate([0.5, 0.5], [1.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="q must be finite and >= 0, got -0.5"):
+        theory.acceptance_rate([0.5, 0.5], [1.5, -0.5])
+    with pytest.raises(ValueError, match="p must be finite"):
+        theory.acceptance_rate([np.nan, 1.0], [0.5, 0.5])
 
 
 @settings(max_examples=60, deadline=None)
