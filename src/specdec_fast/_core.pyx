@@ -164,8 +164,8 @@ cdef object open_matrix(object obj, str name, Py_ssize_t need, Py_ssize_t readab
         return open_array(<cnp.ndarray>obj, name, need, readable, vocab_size, m)
     if type(obj) is not list and type(obj) is not tuple:
         obj = rows_or_array(obj, name)
-    if cnp.PyArray_Check(obj) and cnp.PyArray_NDIM(obj) == 2 and items_need_python(obj):
-        obj = list(obj)         # its rows, whose entries are read as the reference's
+        if cnp.PyArray_Check(obj) and cnp.PyArray_NDIM(obj) == 2 and items_need_python(obj):
+            obj = list(obj)     # its rows, whose entries are read as the reference's
     if type(obj) is list or type(obj) is tuple:
         m.nrows = PySequence_Fast_GET_SIZE(obj)
         if m.nrows < need:
