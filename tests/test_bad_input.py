@@ -6,6 +6,7 @@ p_K[0..crossing] for the bonus (R6).  Values the reference does not read
 never raise unless ``check_all=True`` (R5).
 """
 import gc
+import itertools
 import math
 
 import numpy as np
@@ -408,12 +409,52 @@ def test_weird_uniforms(obj):
         fast_sim(Q, P, TOKENS, V, uniforms=obj)
 
 
-def test_weird_check_all_is_truthiness():
-    """check_all is a flag: any truthy value turns the full check on."""
+def test_check_all_takes_a_bool():
+    """check_all is a bool (or NumPy bool): a string such as "no" would otherwise
+    turn the full check on by its truthiness."""
     draft, target = with_value("list", "target_probs", 2, 0, math.nan)
     with pytest.raises(ValueError, match=r"target_probs\[2\]\[0\]"):
-        fast_sim(draft, target, TOKENS, V, uniforms=U_ACCEPT, check_all=1)
-    assert fast_sim(draft, target, TOKENS, V, uniforms=U_ACCEPT, check_all=0)["num_accepted"] == 4
+        fast_sim(draft, target, TOKENS, V, uniforms=U_ACCEPT, check_all=np.True_)
+    assert fast_sim(draft, target, TOKENS, V, uniforms=U_ACCEPT,
+                    check_all=np.False_)["num_accepted"] == 4
+    for flag in ("no", 1, 0, None, [True]):
+        with pytest.raises(TypeError, match="check_all must be a bool"):
+            fast_sim(draft, target, TOKENS, V, uniforms=U_ACCEPT, check_all=flag)
+
+
+@pytest.mark.parametrize("uniforms", [itertools.repeat(0.1), (u for u in U_ACCEPT),
+                                      iter(U_ACCEPT), set(U_ACCEPT), frozenset(U_ACCEPT),
+                                      dict.fromkeys(U_ACCEPT)],
+                         ids=lambda x: type(x).__name__)
+def test_uniforms_must_be_a_sized_ordered_sequence(uniforms):
+    """An iterator may never end (itertools.repeat would fill memory); a set or a
+    mapping has no order to consume in."""
+    with pytest.raises(TypeError, match=r"uniforms must be a 1-D sequence"):
+        fast_sim(Q, P, TOKENS, V, uniforms=uniforms)
+
+
+class LyingLength(list):
+    """A list whose len() promises more items than indexing gives."""
+
+    def __len__(self):
+        return list.__len__(self) + 1
+
+
+@pytest.mark.parametrize("argument", ["draft_probs", "target_probs", "draft_tokens"])
+def test_a_sequence_whose_length_lies_is_a_clear_error(argument):
+    """Its last promised item is one the call reads (the reference would fail there)."""
+    K = len(TOKENS)
+    stored = {"draft_probs": Q[:K - 1], "target_probs": P[:K], "draft_tokens": TOKENS[:-1]}
+    args = {"draft_probs": Q, "target_probs": P, "draft_tokens": TOKENS}
+    args[argument] = LyingLength(stored[argument])
+    n = len(stored[argument])
+    with pytest.raises(ValueError, match=rf"{argument}\[{n}\] cannot be read although "
+                                         rf"len\({argument}\) is {n + 1}"):
+        fast_sim(args["draft_probs"], args["target_probs"], args["draft_tokens"], V,
+                 uniforms=U_ACCEPT)
+    with pytest.raises(IndexError):         # the reference, for comparison
+        run_reference(args["draft_probs"], args["target_probs"], args["draft_tokens"], V,
+                      U_ACCEPT)
 
 
 def test_bonus_scan_of_a_list_row_converts_only_what_the_reference_reads():

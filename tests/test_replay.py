@@ -592,6 +592,57 @@ def test_list_of_numpy_scalars_and_array_rows():
         check(d32, list(target), tokens, V, U, [r.tolist() for r in d32], target.tolist())
 
 
+class Reversed2(tuple):
+    """A pair whose indexing swaps its items: not what its storage (or iter) says."""
+
+    def __getitem__(self, i):
+        return tuple.__getitem__(self, 1 - i)
+
+
+class ShortLength(list):
+    """A list whose len() is one less than its storage."""
+
+    def __len__(self):
+        return list.__len__(self) - 1
+
+
+class RowsBackwards(list):
+    """Rows 0 .. 2 of a three-row matrix indexed back to front."""
+
+    def __getitem__(self, i):
+        return list.__getitem__(self, 2 - i)
+
+
+@pytest.mark.parametrize("case", ["tokens by __getitem__", "tokens by __len__",
+                                  "target by __len__", "target by __getitem__",
+                                  "draft by __getitem__"])
+def test_sequence_subclasses_are_read_through_their_own_methods(case):
+    """The reference reads ``len(x)`` and ``x[i]``; so does the drop-in, for lists and
+    tuples of a subclass too (not their storage). Each case's answer differs from what
+    the storage says."""
+    draft = [[0.5, 0.5], [0.5, 0.5]]
+    target = [[0.2, 0.8], [0.9, 0.1], [0.3, 0.7]]
+    tokens = [0, 1]
+    if case == "tokens by __getitem__":
+        tokens = Reversed2((0, 1))
+    elif case == "tokens by __len__":
+        tokens = ShortLength([0, 1])
+    elif case == "target by __len__":
+        target = ShortLength(target)
+    elif case == "target by __getitem__":
+        target = RowsBackwards(target)
+    else:
+        draft = RowsBackwards([[0.9, 0.1], [0.5, 0.5], [0.2, 0.8]])
+    stored = [list(tuple.__iter__(x) if isinstance(x, tuple) else list.__iter__(x))
+              for x in (draft, target, tokens)]
+    differ = 0
+    for U in ([0.1, 0.45, 0.35, 0.2], [0.6, 0.1, 0.5, 0.5], [0.1, 0.1, 0.25, 0.5],
+              [0.95, 0.3, 0.6, 0.2]):
+        fast, _ = check(draft, target, tokens, 2, U)
+        differ += fast != specdec_fast.speculative_decode_sim(*stored, 2, uniforms=U)
+    assert differ, "the case must tell the subclass's methods from its storage"
+
+
 def test_many_draft_tokens():
     """R1/R8 with K well past 64 (heap buffers for tokens and output)."""
     g = np.random.default_rng(21)

@@ -15,6 +15,7 @@ with them in their arithmetic.  When the loop meets one among the entries or
 uniforms it reads, the call starts again in the reference itself, from the
 same uniforms, reading the same rows through ``CheckedRows`` (the same checks).
 """
+from collections.abc import Mapping, Set
 from decimal import Decimal
 from fractions import Fraction
 
@@ -163,7 +164,7 @@ cdef object open_matrix(object obj, str name, Py_ssize_t need, Py_ssize_t readab
     if cnp.PyArray_CheckExact(obj) and in_place_dtype(<cnp.ndarray>obj):
         return open_array(<cnp.ndarray>obj, name, need, readable, vocab_size, m)
     if type(obj) is not list and type(obj) is not tuple:
-        obj = rows_or_array(obj, name)
+        obj = rows_or_array(obj, name, readable)
         if cnp.PyArray_Check(obj) and cnp.PyArray_NDIM(obj) == 2 and items_need_python(obj):
             obj = list(obj)     # its rows, whose entries are read as the reference's
     if type(obj) is list or type(obj) is tuple:
@@ -217,9 +218,9 @@ cdef bint items_need_python(cnp.ndarray arr) except -1:
     return False
 
 
-cdef object rows_or_array(object obj, str name):
+cdef object rows_or_array(object obj, str name, Py_ssize_t readable):
     """A matrix argument that is not a list or tuple: an array to read in place,
-    or a private list of its rows."""
+    or a private list of its rows (the first ``readable``, those a call may read)."""
     if cnp.PyArray_Check(obj) and cnp.PyArray_TYPE(obj) == cnp.NPY_OBJECT:
         if not 1 <= cnp.PyArray_NDIM(obj) <= 2:
             raise ValueError(f"{name} must be 2-D (rows by vocabulary) or a 1-D array of rows, "
@@ -232,7 +233,26 @@ cdef object rows_or_array(object obj, str name):
                         f"not {type(obj).__name__}")
     if hasattr(obj, "__array__") or is_buffer(obj):
         return as_real_array(obj, name)
-    return list(obj)
+    return read_items(obj, name, readable)
+
+
+cdef list read_items(object obj, str name, Py_ssize_t limit):
+    """The first ``limit`` items of a sequence, read as the reference reads it
+    (``len(obj)``, then ``obj[i]``: a subclass's own ``__len__`` and
+    ``__getitem__`` count, not its storage), into a private list that code run
+    later by the call cannot change."""
+    cdef Py_ssize_t i, n
+    cdef list items = []
+    if not hasattr(type(obj), "__getitem__"):
+        raise TypeError(f"{name} must be a sequence, not {type(obj).__name__}")
+    n = len(obj)
+    for i in range(min(n, limit)):
+        try:
+            items.append(obj[i])
+        except LookupError as exc:
+            raise ValueError(f"{name}[{i}] cannot be read although len({name}) is {n} "
+                             f"({type(exc).__name__}: {exc})") from None
+    return items
 
 
 cdef inline Py_ssize_t row_count(Matrix* m) noexcept:
@@ -663,11 +683,13 @@ cdef object open_uniforms(object rng, object uniforms, Py_ssize_t needed, double
             if i < needed:
                 room[i] = x
     else:
-        try:
-            items = list(uniforms)
-        except TypeError:
+        # A sequence, which has a length and an order: not an iterator (which may
+        # never end), a set or a mapping.
+        if (not hasattr(type(uniforms), "__len__") or not hasattr(type(uniforms), "__iter__")
+                or isinstance(uniforms, (Set, Mapping))):
             raise TypeError(f"uniforms must be a 1-D sequence of floats in [0, 1), "
-                            f"not {type(uniforms).__name__}") from None
+                            f"not {type(uniforms).__name__}")
+        items = list(uniforms)
         count = len(items)
         for i in range(count):
             x = as_uniform(items[i], i)
@@ -773,7 +795,8 @@ cdef object open_tokens(object tokens):
             return tokens
     if isinstance(tokens, (str, bytes)) or not hasattr(tokens, "__len__"):
         raise TypeError(f"draft_tokens must be a sequence of ints, not {type(tokens).__name__}")
-    return list(tokens)         # a private copy: __index__ cannot resize it under us
+    # A private copy: __index__ cannot resize it under us.
+    return read_items(tokens, "draft_tokens", PY_SSIZE_T_MAX)
 
 
 cdef bint all_exact_ints(list items):
@@ -1392,6 +1415,8 @@ def speculative_decode_sim(draft_probs, target_probs, draft_tokens, vocab_size, 
         mode = EXACT
     else:
         raise ValueError(f"semantics must be 'reference' or 'exact', got {semantics!r}")
+    if check_all is not False and check_all is not True and not isinstance(check_all, np.bool_):
+        raise TypeError(f"check_all must be a bool, not {type(check_all).__name__}")
     V = as_size(vocab_size, "vocab_size")
     draft_tokens = open_tokens(draft_tokens)
     K = len(draft_tokens)
