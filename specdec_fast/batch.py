@@ -46,6 +46,14 @@ class VerifyResult(NamedTuple):
     num_accepted: np.ndarray  #: (B,) int64: draft tokens that passed
 
 
+def _array(x, name):
+    """``np.asarray(x)``, with an error naming the argument when ``x`` is ragged."""
+    try:
+        return np.asarray(x)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a rectangular array: {exc}") from None
+
+
 def _probabilities(x, name, ndim=3):
     """A float32/float64 array whose last axis is contiguous (copied only if not)."""
     if x is None:
@@ -53,7 +61,7 @@ def _probabilities(x, name, ndim=3):
     if not isinstance(x, np.ndarray):
         if hasattr(x, "__dlpack__") and not hasattr(x, "__array__"):
             x = np.from_dlpack(x)
-        x = np.asarray(x)
+        x = _array(x, name)
     if x.dtype.kind not in "fiub":
         raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
     if x.ndim != ndim:
@@ -68,7 +76,7 @@ def _probabilities(x, name, ndim=3):
 
 def _integers(x, name, shape):
     """An intp array; unsigned values beyond intp become -1 (caught by range checks)."""
-    x = np.asarray(x)
+    x = _array(x, name)
     if x.dtype.kind not in "iu" and not (x.size == 0 and x.dtype.kind == "f"):
         raise TypeError(f"{name} must hold integers, got dtype {x.dtype}")
     if x.shape != shape:
@@ -79,7 +87,7 @@ def _integers(x, name, shape):
 
 
 def _uniforms(uniforms, B):
-    u = np.asarray(uniforms)
+    u = _array(uniforms, "uniforms")
     if u.dtype.kind not in "fiu":
         raise TypeError(f"uniforms must hold real numbers, got dtype {u.dtype}")
     if u.ndim != 2 or u.shape[0] != B:
@@ -92,29 +100,59 @@ def _uniforms(uniforms, B):
     return u
 
 
-def _row_states(rng, B):
-    """(B, 4) uint64 generator states, one per row, or a tuple of B Rng to advance in place."""
-    if rng is None or isinstance(rng, Rng):
-        generator = get_default_rng() if rng is None else rng
-        return seeded_states(generator.next_uint64(B))
-    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
-        return seeded_states(Rng(rng).next_uint64(B))
-    if isinstance(rng, (list, tuple)) and all(isinstance(g, Rng) for g in rng):
+_RNG_FORMS = "None, an int seed, an Rng, a (B,) array of seeds or a sequence of B Rng"
+
+
+def _is_int(x):
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+def _rng_source(rng, B):
+    """``rng`` checked, nothing drawn: an Rng, a tuple of B Rng, or (B,) uint64 seeds."""
+    if rng is None:
+        return get_default_rng()
+    if isinstance(rng, Rng):
+        return rng
+    if _is_int(rng):
+        if not 0 <= rng < 1 << 64:
+            raise ValueError(f"rng = {rng} is not a seed in [0, 2**64)")
+        return Rng(rng)
+    if isinstance(rng, (list, tuple)) and any(isinstance(g, Rng) for g in rng):
+        for b, g in enumerate(rng):
+            if not isinstance(g, Rng):
+                raise TypeError(f"rng[{b}] must be an Rng like the others, "
+                                f"not {type(g).__name__}")
         if len(rng) != B:
             raise ValueError(f"rng holds {len(rng)} generators for a batch of {B}")
         if len({id(g) for g in rng}) != B:
             raise ValueError("rng holds the same Rng twice: rows would share a stream")
         return tuple(rng)
-    seeds = np.asarray(rng)
-    if seeds.dtype.kind not in "iu":
-        raise TypeError("rng must be None, an int seed, an Rng, a (B,) array of seeds "
-                        f"or a sequence of B Rng, not {type(rng).__name__}")
+    if isinstance(rng, (list, tuple)):
+        for b, seed in enumerate(rng):
+            if not _is_int(seed):
+                raise TypeError(f"rng[{b}] must be an int seed, not {type(seed).__name__}")
+            if not 0 <= seed < 1 << 64:
+                raise ValueError(f"rng[{b}] = {seed} is not a seed in [0, 2**64)")
+        seeds = np.array([int(seed) for seed in rng], dtype=np.uint64)
+    else:
+        seeds = _array(rng, "rng")
+        if seeds.dtype.kind not in "iu":
+            raise TypeError(f"rng must be {_RNG_FORMS}, not {type(rng).__name__}")
     if seeds.shape != (B,):
         raise ValueError(f"rng seeds must have shape ({B},), got {seeds.shape}")
     if seeds.dtype.kind == "i" and (seeds < 0).any():
         b = int(np.argmax(seeds < 0))
         raise ValueError(f"rng[{b}] = {seeds[b]} is not a seed in [0, 2**64)")
-    return seeded_states(seeds.astype(np.uint64))
+    return seeds.astype(np.uint64)
+
+
+def _row_states(source, B):
+    """(B, 4) uint64 generator states, one per row, or a tuple of B Rng to advance in place."""
+    if isinstance(source, Rng):
+        return seeded_states(source.next_uint64(B))
+    if isinstance(source, tuple):
+        return source
+    return seeded_states(source)
 
 
 def _outputs(out, B, width):
@@ -134,6 +172,15 @@ def _outputs(out, B, width):
         if not (arr.flags.c_contiguous and arr.flags.writeable):
             raise ValueError(f"out.{name} must be C-contiguous and writeable")
     return tokens, emitted, accepted
+
+
+def _check_disjoint(outputs, inputs):
+    """The loop writes each output while it reads the inputs: none may share memory
+    with an input or with another output."""
+    for i, (name, arr) in enumerate(outputs):
+        for other_name, other in outputs[:i] + inputs:
+            if other is not None and np.may_share_memory(arr, other):
+                raise ValueError(f"{name} shares memory with {other_name}")
 
 
 def verify_batch(draft_probs, target_probs, draft_tokens, *, rng=None, uniforms=None,
@@ -182,9 +229,11 @@ def verify_batch(draft_probs, target_probs, draft_tokens, *, rng=None, uniforms=
     """
     if semantics not in ("exact", "reference"):
         raise ValueError(f"semantics must be 'exact' or 'reference', got {semantics!r}")
+    if not isinstance(greedy, (bool, np.bool_)):
+        raise TypeError(f"greedy must be a bool, not {type(greedy).__name__}")
     target = _probabilities(target_probs, "target_probs")
     B, R, V = target.shape
-    tokens = np.asarray(draft_tokens)
+    tokens = _array(draft_tokens, "draft_tokens")
     if tokens.ndim != 2 or tokens.shape[0] != B:
         raise ValueError(f"draft_tokens must have shape (B={B}, K), got {tokens.shape}")
     K = tokens.shape[1]
@@ -203,8 +252,9 @@ def verify_batch(draft_probs, target_probs, draft_tokens, *, rng=None, uniforms=
     if num_draft_tokens is None:
         counts = np.full(B, K, dtype=np.intp)
     else:
-        given = np.asarray(num_draft_tokens)
-        counts = _integers(given, "num_draft_tokens", (B,))
+        # A private copy: the loop reads it without the GIL and trusts it to index rows.
+        given = _array(num_draft_tokens, "num_draft_tokens")
+        counts = np.array(_integers(given, "num_draft_tokens", (B,)))
         bad = (counts < 0) | (counts > K)
         if bad.any():
             b = int(np.argmax(bad))
@@ -216,15 +266,23 @@ def verify_batch(draft_probs, target_probs, draft_tokens, *, rng=None, uniforms=
         raise ValueError(f"draft_tokens[{b}][{i}] = {given_tokens[b, i]} is outside [0, V={V})")
     out_tokens, out_emitted, out_accepted = _outputs(out, B, K + 1)
 
-    states = replay = None
-    if greedy:
-        replay = np.zeros((B, 0))
-    elif uniforms is not None:
+    # Checked even where greedy ignores them, but nothing is drawn until used.
+    states = replay = source = None
+    if uniforms is not None:
         if rng is not None:
             raise ValueError("pass rng or uniforms, not both")
         replay = _uniforms(uniforms, B)
     else:
-        states = _row_states(rng, B)
+        source = _rng_source(rng, B)
+    if out is not None:
+        _check_disjoint([("out.tokens", out_tokens), ("out.num_emitted", out_emitted),
+                         ("out.num_accepted", out_accepted)],
+                        [("target_probs", target), ("draft_probs", draft),
+                         ("draft_tokens", tokens), ("uniforms", replay)])
+    if greedy:
+        replay = np.zeros((B, 0))
+    elif source is not None:
+        states = _row_states(source, B)
 
     threads = _thread_count(num_threads, B, K * V)
     if isinstance(states, tuple):       # generators advanced in place, with the GIL held

@@ -729,6 +729,68 @@ def test_out_arrays_are_reused(semantics, W):
         assert_same_result(res, fresh)
 
 
+@pytest.mark.parametrize("semantics", ["exact", "reference"])
+def test_counts_sharing_memory_with_an_output_are_read_before_it_is_written(semantics):
+    """num_draft_tokens living in out.tokens: the call reads its own copy, so rows
+    written early cannot change the counts of later rows (this wrote past the
+    row buffer and crashed before)."""
+    B, K, V = 4, 3, 1000
+    target = np.full((B, K + 1, V), 1 / V)
+    draft = target[:, :K].copy()
+    tokens = np.full((B, K), 900)
+    out_tokens = np.zeros((B, K + 1), np.int64)
+    counts = out_tokens.reshape(-1)[:B]
+    counts[:] = [K, 1, 2, K]
+    want = verify_batch(draft, target, tokens, rng=1, num_draft_tokens=[K, 1, 2, K],
+                        semantics=semantics, num_threads=1)
+    got = verify_batch(draft, target, tokens, rng=1, num_draft_tokens=counts,
+                       semantics=semantics, num_threads=1,
+                       out=(out_tokens, np.empty(B, np.int64), np.empty(B, np.int64)))
+    assert_same_result(got, want)
+
+
+def test_counts_are_checked_by_the_batch_loop_too():
+    """The private loop does not trust a count outside [0, K] (it sizes the row's buffer)."""
+    from specdec_fast import _batch
+    draft, target, tokens = simple_batch(5, B=2, K=3, V=5)
+    tokens = tokens.astype(np.intp)
+    out = (np.empty((2, 4), np.int64), np.empty(2, np.int64), np.empty(2, np.int64))
+    for bad in (4, 1000, -1):
+        counts = np.array([3, bad], dtype=np.intp)
+        failure = _batch.verify_rows(target, draft, tokens, counts, None, np.zeros((2, 5)),
+                                     False, False, *out, 0, 2)
+        with pytest.raises(ValueError, match=r"num_draft_tokens\[1\] is outside"):
+            raise _batch.failure_error(failure, target, draft, tokens)
+
+
+@pytest.mark.parametrize("case", ["emitted_is_accepted", "emitted_in_tokens",
+                                  "tokens_over_draft_tokens", "emitted_over_target"])
+def test_outputs_sharing_memory_are_refused(case):
+    """Outputs overlapping each other or an input would be read back or written
+    over while the loop runs: wrong counts, wrong tokens, or errors blaming valid input."""
+    B, K, V = 3, 3, 5
+    W = K + 1
+    draft, target, _ = simple_batch(7, B, K, V)
+    base = np.ones(B * W + 2 * B, np.int64)               # int64 tokens are read in place
+    draft_tokens = base[:B * K].reshape(B, K)
+    tokens, emitted, accepted = (np.zeros((B, W), np.int64), np.zeros(B, np.int64),
+                                 np.zeros(B, np.int64))
+    if case == "emitted_is_accepted":
+        name, other, out = "num_accepted", "out.num_emitted", (tokens, emitted, emitted)
+    elif case == "emitted_in_tokens":
+        name, other, out = "num_emitted", "out.tokens", (tokens, tokens.reshape(-1)[2:2 + B],
+                                                         accepted)
+    elif case == "tokens_over_draft_tokens":
+        name, other, out = "tokens", "draft_tokens", (base[:B * W].reshape(B, W), emitted,
+                                                      accepted)
+    else:
+        name, other = "num_emitted", "target_probs"
+        out = (tokens, target.reshape(-1).view(np.int64)[:B], accepted)
+    with pytest.raises(ValueError, match=rf"out\.{name} shares memory with {other}"):
+        verify_batch(draft, target, draft_tokens, rng=1, out=out)
+    assert (base == 1).all()
+
+
 def _out(B, W, **change):
     arrs = {"tokens": np.zeros((B, W), np.int64), "emitted": np.zeros(B, np.int64),
             "accepted": np.zeros(B, np.int64)}
@@ -957,6 +1019,40 @@ def test_bad_values_raise_value_error(name):
 def test_bad_types_raise_type_error(name):
     with pytest.raises(TypeError):
         _call(**BAD_TYPES[name])
+
+
+@pytest.mark.parametrize("change, exc, message", [
+    (dict(rng=-1), ValueError, r"rng = -1 is not a seed in \[0, 2\*\*64\)"),
+    (dict(rng=2 ** 64), ValueError, r"rng = 18446744073709551616 is not a seed"),
+    (dict(rng=[1, 2 ** 64, 3, 4]), ValueError, r"rng\[1\] = 18446744073709551616 is not a seed"),
+    (dict(rng=[1, 2, -3, 4]), ValueError, r"rng\[2\] = -3 is not a seed"),
+    (dict(rng=[1, "a", 3, 4]), TypeError, r"rng\[1\] must be an int seed, not str"),
+    (dict(rng=[1, 2.0, 3, 4]), TypeError, r"rng\[1\] must be an int seed, not float"),
+    (dict(rng=[Rng(1), 2, 3, 4]), TypeError, r"rng\[1\] must be an Rng like the others"),
+    (dict(uniforms=[[0.5] * 5, [0.5] * 4, [0.5] * 5, [0.5] * 5]), ValueError,
+     r"uniforms must be a rectangular array"),
+    (dict(draft_probs=[[[0.2] * 5] * 3] * 3 + [[[0.2] * 4] * 3]), ValueError,
+     r"draft_probs must be a rectangular array"),
+    (dict(num_draft_tokens=[[1], [1, 2], 3, 3]), ValueError,
+     r"num_draft_tokens must be a rectangular array"),
+    (dict(greedy="no"), TypeError, r"greedy must be a bool, not str"),
+    (dict(greedy=1), TypeError, r"greedy must be a bool, not int"),
+    (dict(greedy=True, rng="x"), TypeError, r"rng must be"),
+    (dict(greedy=True, rng=-1), ValueError, r"rng = -1"),
+    (dict(greedy=True, uniforms=np.full((4, 5), 5.0)), ValueError, r"uniforms\[0\]\[0\]"),
+    (dict(greedy=True, uniforms=np.zeros((4, 5)), rng=1), ValueError, r"not both"),
+], ids=lambda x: repr(x)[:40] if not isinstance(x, dict) else "-".join(map(str, x)))
+def test_bad_arguments_are_named_with_their_position(change, exc, message):
+    """Also where greedy ignores the randomness: a bad rng or uniforms is still an error."""
+    with pytest.raises(exc, match=message):
+        _call(**change)
+
+
+def test_greedy_checks_the_generator_without_drawing_from_it():
+    rng = Rng(9)
+    before = rng.state
+    res = _call(greedy=np.True_, rng=rng)
+    assert rng.state == before and (res.num_emitted >= 1).all()
 
 
 def test_valid_baseline_of_the_bad_input_tests():

@@ -13,9 +13,9 @@ cimport numpy as cnp
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 
-from specdec_fast._kernel cimport (BAD_DRAFT_VALUE, BAD_TARGET_VALUE, BAD_TOKEN, EXACT, OK,
-                                   OUT_OF_UNIFORMS, REFERENCE, UniformStream, VerifyOutcome,
-                                   real, verify_row)
+from specdec_fast._kernel cimport (BAD_COUNT, BAD_DRAFT_VALUE, BAD_TARGET_VALUE, BAD_TOKEN,
+                                   EXACT, OK, OUT_OF_UNIFORMS, REFERENCE, UniformStream,
+                                   VerifyOutcome, real, verify_row)
 from specdec_fast._rng cimport Rng, xoshiro256plus_state
 
 cnp.import_array()
@@ -60,6 +60,10 @@ cdef VerifyOutcome verify_range(const Batch* a, const real* target, const real* 
     outcome.error = OK
     outcome.emitted = outcome.accepted = outcome.row = outcome.index = 0
     for b in range(start, stop):
+        if <size_t>a.counts[b] > <size_t>a.K:       # also negative: never past the scratch
+            outcome.error = BAD_COUNT
+            failed_row[0] = b
+            return outcome
         if a.generators != NULL:
             stream.state = a.generators[b]
         else:
@@ -168,6 +172,8 @@ def verify_rows(cnp.ndarray target, object draft, cnp.ndarray tokens, cnp.ndarra
 def failure_error(failure, target, draft, tokens):
     """The ValueError for a failure tuple returned by ``verify_rows``."""
     error, b, row, index = failure
+    if error == BAD_COUNT:
+        return ValueError(f"num_draft_tokens[{b}] is outside [0, K]")
     if error == BAD_TOKEN:
         return ValueError(f"draft_tokens[{b}][{row}] = {tokens[b, row]} is outside [0, V)")
     if error == OUT_OF_UNIFORMS:

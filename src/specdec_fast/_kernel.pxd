@@ -34,6 +34,7 @@ cdef enum VerifyError:
     BAD_TARGET_VALUE = 2 # target[row][index] is negative, NaN or infinite
     BAD_DRAFT_VALUE = 3  # draft[row][index] is negative, NaN or infinite
     OUT_OF_UNIFORMS = 4  # a replay ran out at position ``row``
+    BAD_COUNT = 5        # a batch row's number of drafts is outside [0, K] (``_batch``)
 
 cdef struct UniformStream:
     xoshiro256plus_state* state     # draw from this generator when not NULL,
