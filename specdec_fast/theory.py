@@ -287,14 +287,24 @@ def _probabilities(x, name):
 
 
 def _normalised(x, name):
-    """The (S, K, V) rows of ``x`` divided by their sums: finite, non-negative, sums > 0."""
+    """The (S, K, V) rows of ``x`` divided by their sums: finite, non-negative, sums > 0.
+
+    A row whose sum overflows to inf is first divided by its largest entry
+    (its sum is then at most V); every other row is divided by its plain sum.
+    """
     bad = ~(np.isfinite(x) & (x >= 0.0))
     if bad.any():
         s, i, v = np.argwhere(bad)[0]
         raise ValueError(f"{name}: row {i} (scenario {s}) holds {float(x[s, i, v])!r} at {v}; "
                          "probabilities must be finite and non-negative")
-    totals = x.sum(axis=-1, keepdims=True)
+    with np.errstate(over="ignore"):
+        totals = x.sum(axis=-1, keepdims=True)
     if (totals <= 0.0).any():
         s, i, _ = np.argwhere(totals <= 0.0)[0]
         raise ValueError(f"{name}: row {i} (scenario {s}) sums to 0")
-    return x / totals
+    out = x / totals
+    overflow = np.isinf(totals[..., 0])
+    if overflow.any():
+        big = x[overflow] / x[overflow].max(axis=-1, keepdims=True)
+        out[overflow] = big / big.sum(axis=-1, keepdims=True)
+    return out

@@ -17,6 +17,7 @@ from specdec_fast._rng import Rng
 from specdec_fast._simulate import alias_tables, chunk_states
 from specdec_fast.simulate import CHUNK_TRIALS, SimulationResult, _tables, simulate
 from specdec_fast.synthetic import zipf_rows
+from specdec_fast.theory import _normalised
 
 CONFIDENCE = 1 - 1e-6
 Z = 4.8916                          # the normal quantile of 1 - 1e-6 / 2
@@ -174,6 +175,23 @@ def test_unnormalised_and_float32_inputs():
                  trials=100_000, rng=2, confidence=CONFIDENCE)
     np.testing.assert_allclose(r.alpha, 0.7, atol=1e-6)
     check_against_theory(r)
+
+
+def test_rows_whose_sum_overflows_are_normalised():
+    """A row of 1e308s sums to inf; normalised it is uniform, as a row of 0.25s is."""
+    q = np.array([[0.7, 0.1, 0.1, 0.1]])
+    huge = simulate(q, np.array([[1e308] * 4, [0.25] * 4]), trials=100_000, rng=0)
+    plain = simulate(q, np.array([[0.25] * 4, [0.25] * 4]), trials=100_000, rng=0)
+    assert huge.alpha[0] == pytest.approx(0.55)
+    assert huge.expected_tokens == pytest.approx(1.55)
+    np.testing.assert_array_equal(huge.histogram, plain.histogram)
+    # Ordinary rows beside an overflowing one are divided by their plain sums, as before.
+    x = np.array([[[1e308, 1.7e308, 0.0, 3e300], [0.1, 0.7, 0.3, 0.2]]])
+    out = _normalised(x, "x")
+    np.testing.assert_allclose(out[0, 0], np.array([1.0, 1.7, 0.0, 3e-8]) / 2.70000003,
+                               rtol=1e-14)
+    assert out[0, 1].tolist() == (x[0, 1] / x[0, 1].sum()).tolist()
+    assert np.isfinite(out).all() and out.sum(axis=-1) == pytest.approx(1.0)
 
 
 def test_zero_draft_mass_never_drafted():
