@@ -270,10 +270,14 @@ def _run(tables, jobs, states, accepted_hist, emitted_hist, done, buffers, bar):
                 bar.update(event)
     except KeyboardInterrupt:
         interrupted = True
+    finally:
+        # On every way out (Ctrl-C, or an error here such as from bar.update) the
+        # workers stop after their running chunk; none outlives the call.
         stop.set()
         for w in workers:
             if w.is_alive():    # one not yet running will find stop set and write nothing
                 w.join()
+    if interrupted:
         while True:              # progress of the chunks that finished meanwhile
             try:
                 event = events.get_nowait()

@@ -295,6 +295,29 @@ def test_keyboard_interrupt_while_threads_start_stops_them(monkeypatch):
     assert not [t for t in threading.enumerate() if t.name.startswith("specdec-simulate")]
 
 
+def test_error_in_progress_update_stops_the_workers():
+    """An exception raised on the calling thread (here by progress.update) stops and
+    joins the workers instead of leaving them to run all the trials."""
+    draft, target = zipf_rows(100, [0.8] * 8, rng=1)
+
+    class Failing:
+        def update(self, n):
+            raise RuntimeError("bar")
+
+    began = time.perf_counter()
+    with pytest.raises(RuntimeError, match="bar"):
+        simulate(draft, target, trials=10**9, rng=0, progress=Failing(), num_threads=2)
+    assert time.perf_counter() - began < 30
+
+    def alive():
+        return [t for t in threading.enumerate() if t.name.startswith("specdec-simulate")]
+
+    deadline = time.perf_counter() + 5.0
+    while alive() and time.perf_counter() < deadline:
+        time.sleep(0.01)
+    assert not alive()
+
+
 @pytest.mark.parametrize("kwargs, error, match", [
     (dict(semantics="paper"), ValueError, "semantics"),
     (dict(trials=0), ValueError, "trials"),
