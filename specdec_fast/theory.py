@@ -57,6 +57,10 @@ __all__ = ["acceptance_rate", "expected_tokens", "emitted_distribution", "speedu
 
 _SEMANTICS = ("exact", "reference")
 
+#: The largest ``k_max`` that ``optimal_k`` accepts.
+K_MAX_LIMIT = 10**6
+_OPTIMAL_K_BLOCK = 1 << 20          # speedups optimal_k evaluates at a time
+
 
 def acceptance_rate(p, q):
     """``alpha = sum_v min(p[v], q[v])`` along the last axis (broadcasting the rest).
@@ -107,13 +111,7 @@ def expected_tokens(alpha, k=None, *, semantics="exact", bonus=True):
     except ValueError:
         raise ValueError(f"alpha and k do not broadcast: shapes {a.shape} and "
                          f"{ks.shape}") from None
-    out = np.empty(a.shape, dtype=np.float64)
-    for K in np.unique(ks):                      # one evaluation per distinct K
-        sel = ks == K
-        per_position = np.broadcast_to(a[sel][:, None], (int(sel.sum()), int(K)))
-        dist = _distribution(per_position, semantics, bool(bonus))
-        out[sel] = dist @ np.arange(int(K) + 2, dtype=np.float64)
-    return out
+    return _tokens_at(a, ks, semantics, bool(bonus))
 
 
 def emitted_distribution(alpha, k=None, *, semantics="exact", bonus=True):
@@ -169,9 +167,12 @@ def optimal_k(alpha, cost_ratio, k_max=32, *, semantics="exact", bonus=True):
     (one rate for every position) and ``cost_ratio`` broadcast; returns an int
     for scalar inputs, else an int64 array.  ``K = 0`` (no speculation) has
     speedup 1: when ``speedup(alpha, optimal_k(...), c) < 1`` speculation does
-    not pay at all.
+    not pay at all.  ``k_max`` is at most ``K_MAX_LIMIT`` (10**6); time grows
+    as the number of alphas times ``k_max``, memory only with ``k_max``.
     """
     k_max = _int(k_max, "k_max", 1)
+    if k_max > K_MAX_LIMIT:
+        raise ValueError(f"k_max must be at most {K_MAX_LIMIT:,}, got {k_max}")
     a = _reals(alpha, "alpha", 0.0, 1.0)
     c = _reals(cost_ratio, "cost_ratio", 0.0)
     try:
@@ -180,9 +181,16 @@ def optimal_k(alpha, cost_ratio, k_max=32, *, semantics="exact", bonus=True):
         raise ValueError(f"alpha and cost_ratio do not broadcast: shapes {a.shape} and "
                          f"{c.shape}") from None
     ks = np.arange(1, k_max + 1)
-    s = speedup(a[..., None], ks, c[..., None], semantics=semantics, bonus=bonus)
-    best = np.argmax(np.asarray(s), axis=-1) + 1      # argmax: the first maximum
-    return int(best) if best.ndim == 0 else best.astype(np.int64)
+    flat_a, flat_c = a.ravel(), c.ravel()
+    best = np.empty(flat_a.size, dtype=np.int64)
+    rows = max(1, _OPTIMAL_K_BLOCK // k_max)         # (rows, k_max) speedups at a time
+    for start in range(0, flat_a.size, rows):
+        block = slice(start, start + rows)
+        s = speedup(flat_a[block, None], ks, flat_c[block, None], semantics=semantics,
+                    bonus=bonus)
+        best[block] = np.argmax(s, axis=-1) + 1       # argmax: the first maximum
+    best = best.reshape(a.shape)
+    return int(best) if best.ndim == 0 else best
 
 
 # --------------------------------------------------------------------------
@@ -207,6 +215,30 @@ def _distribution(a, semantics, bonus):
     else:
         dist[..., K] += p_accepted[..., K]
     return dist
+
+
+def _tokens_at(a, ks, semantics, bonus):
+    """``E`` for one alpha at every position, ``a`` and ``ks`` of one shape.
+
+    One cumulative product ``P(A >= j) = alpha^j``, ``j = 0 .. max K``, per
+    distinct alpha serves every ``K``: ``E = sum_{j<=K} alpha^j`` (``j < K``
+    without a bonus row), plus ``alpha^(K-1) (1 - alpha)`` under rule R6.
+    Time and memory grow with the distinct alphas times ``max K``.
+    """
+    values, inverse = np.unique(a, return_inverse=True)
+    inverse = inverse.reshape(a.shape)
+    top = int(ks.max()) if ks.size else 0
+    reach = np.ones((values.size, top + 1), dtype=np.float64)
+    if top:
+        reach[:, 1:] = np.cumprod(np.broadcast_to(values[:, None], (values.size, top)), axis=-1)
+    sums = np.cumsum(reach, axis=-1)                         # sums[:, K] = sum_{j<=K} alpha^j
+    last = np.maximum(ks - 1, 0)
+    if not bonus:
+        return np.where(ks >= 1, sums[inverse, last], 0.0)
+    out = sums[inverse, ks]
+    if semantics == "reference":                             # R6: rejection at position K
+        out = out + np.where(ks >= 1, reach[inverse, last] * (1.0 - a), 0.0)
+    return out
 
 
 def _out(x):

@@ -124,6 +124,52 @@ def test_speedup_and_optimal_k():
     assert theory.expected_tokens(0.1, 1, semantics="reference") == 2.0
 
 
+@pytest.mark.parametrize("semantics", ["exact", "reference"])
+@pytest.mark.parametrize("bonus", [True, False])
+def test_array_k_matches_scalar_k(semantics, bonus):
+    alpha = np.array([0.0, 0.5, 1.0, 0.13, 0.77, 0.999])
+    ks = np.array([0, 1, 2, 3, 7, 40])[:, None]
+    e = theory.expected_tokens(alpha, ks, semantics=semantics, bonus=bonus)
+    for i, k in enumerate(ks[:, 0]):
+        for j, a in enumerate(alpha):
+            want = theory.expected_tokens(float(a), int(k), semantics=semantics, bonus=bonus)
+            if a in (0.0, 0.5, 1.0):
+                assert e[i, j] == want, (a, k)           # sums of powers of two: exact
+            else:
+                assert e[i, j] == pytest.approx(want, rel=1e-14, abs=0), (a, k)
+
+
+def test_optimal_k_takes_one_cumulative_product(monkeypatch):
+    """The array-k path shares one alpha^j, j <= k_max, across all K: linear, not
+    quadratic, in k_max (it took seconds at k_max = 10**4)."""
+    sizes = []
+    cumprod = np.cumprod
+
+    def counting(x, *args, **kwargs):
+        sizes.append(np.size(x))
+        return cumprod(x, *args, **kwargs)
+
+    monkeypatch.setattr(np, "cumprod", counting)
+    assert theory.optimal_k(0.8, 0.05, 2000) == 8
+    assert 0 < sum(sizes) <= 2000
+
+
+def test_optimal_k_limit_and_blocks(monkeypatch):
+    assert theory.optimal_k(0.8, 0.05, theory.K_MAX_LIMIT) == 8
+    for k_max in (theory.K_MAX_LIMIT + 1, 10**9):
+        with pytest.raises(ValueError, match="k_max must be at most 1,000,000"):
+            theory.optimal_k(0.8, 0.05, k_max)
+    # Grids are evaluated a few rows at a time; every row as if alone.
+    monkeypatch.setattr(theory, "_OPTIMAL_K_BLOCK", 64)
+    alpha, c = np.linspace(0.0, 1.0, 7), np.array([[0.0], [0.02], [0.3]])
+    grid = theory.optimal_k(alpha, c, 32)
+    assert grid.shape == (3, 7) and grid.dtype == np.int64
+    for i in range(3):
+        for j in range(7):
+            assert grid[i, j] == theory.optimal_k(alpha[j], c[i, 0], 32)
+    assert theory.optimal_k(np.array([]), 0.1).shape == (0,)
+
+
 def test_acceptance_rate():
     p = np.array([0.5, 0.3, 0.2, 0.0])
     assert theory.acceptance_rate(p, p) == pytest.approx(1.0)
