@@ -275,11 +275,22 @@ def _int(x, name, least=0):
 
 
 def _reals(x, name, low=-np.inf, high=np.inf):
-    """``x`` as a float64 array of finite numbers in ``[low, high]``."""
+    """``x`` as a float64 array of finite numbers in ``[low, high]``.
+
+    Only real numbers (NumPy kinds f, i, u, b): strings, bytes and arrays of
+    other dtypes (str, object, complex, ...) are refused, not converted.
+    """
+    if isinstance(x, (str, bytes)):
+        raise TypeError(f"{name} must be a real number or an array of them, not "
+                        f"{type(x).__name__}")
     try:
-        arr = np.asarray(x, dtype=np.float64)
+        arr = np.asarray(x)
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a real number or an array of them") from None
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must be a real number or an array of them, got dtype "
+                        f"{arr.dtype}")
+    arr = arr.astype(np.float64, copy=False)
     bad = ~(np.isfinite(arr) & (arr >= low) & (arr <= high))
     if bad.any():
         if high < np.inf:

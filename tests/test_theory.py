@@ -301,7 +301,25 @@ def test_zipf_pair_when_target_and_wrong_coincide(V, exponent):
     (lambda: theory.expected_tokens(0.5, np.array([1, -2])), ValueError, "k must be at least 0"),
     (lambda: theory.acceptance_rate([0.5, "x"], [0.5, 0.5]), TypeError, "p must be"),
     (lambda: theory.speedup(0.5, 2, float("inf")), ValueError, "cost_ratio"),
+    # Strings and arrays that are not of real numbers are refused, not converted.
+    (lambda: theory.expected_tokens("0.5", 4), TypeError, "alpha must be .* not str"),
+    (lambda: theory.expected_tokens(b"0.5", 4), TypeError, "alpha must be .* not bytes"),
+    (lambda: theory.expected_tokens(np.array(["0.5"]), 4), TypeError, "alpha .* dtype <U3"),
+    (lambda: theory.expected_tokens(["0.9", "0.5"]), TypeError, "alpha .* dtype <U3"),
+    (lambda: theory.speedup(0.5, 2, "0.1"), TypeError, "cost_ratio must be .* not str"),
+    (lambda: theory.optimal_k(np.array([0.5], dtype=object), 0.1), TypeError,
+     "alpha .* dtype object"),
+    (lambda: theory.acceptance_rate(np.array([0.5, 0.5], dtype=object), [0.5, 0.5]),
+     TypeError, "p .* dtype object"),
+    (lambda: synthetic.zipf(10, exponent="1.1"), TypeError, "exponent must be .* not str"),
 ])
 def test_argument_errors_name_the_argument(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_real_dtypes_accepted():
+    assert theory.expected_tokens(np.float32(0.5), 2) == 1.75
+    assert theory.expected_tokens(True, 2) == 3.0
+    np.testing.assert_array_equal(theory.expected_tokens(np.array([0, 1], np.uint8), 2), [1, 3])
+    assert theory.speedup(0.5, 2, np.int64(0)) == 1.75
