@@ -35,7 +35,7 @@ import numpy as np
 from specdec_fast import _simulate, theory
 from specdec_fast._core import get_default_rng
 from specdec_fast._rng import Rng
-from specdec_fast.theory import _int, _normalised, _probabilities, _real, _semantics
+from specdec_fast.theory import _flag, _int, _normalised, _probabilities, _real, _semantics
 
 __all__ = ["CHUNK_TRIALS", "SimulationResult", "simulate"]
 
@@ -159,6 +159,7 @@ def simulate(draft_probs, target_probs, k=None, *, trials, rng=None, semantics="
     """
     semantics = _semantics(semantics)
     trials = _int(trials, "trials", 1)
+    count_tokens = _flag(count_tokens, "count_tokens")
     confidence = _real(confidence, "confidence", 0.0, 1.0)
     if confidence in (0.0, 1.0):
         raise ValueError(f"confidence must lie in (0, 1), got {confidence!r}")
@@ -292,9 +293,11 @@ def _run(tables, jobs, states, accepted_hist, emitted_hist, done, buffers, bar):
 
 def _progress(progress, total):
     """(bar or None, whether we own it)."""
-    if progress is None or progress is False:
+    if progress is None:
         return None, False
-    if progress is True:
+    if isinstance(progress, (bool, np.bool_)):
+        if not progress:
+            return None, False
         from tqdm.auto import tqdm
         return tqdm(total=total, unit="trial", unit_scale=True, desc="simulate",
                     leave=False), True

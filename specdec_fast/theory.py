@@ -101,6 +101,7 @@ def expected_tokens(alpha, k=None, *, semantics="exact", bonus=True):
     results, else an array.
     """
     semantics = _semantics(semantics)
+    bonus = _flag(bonus, "bonus")
     if k is None or np.ndim(k) == 0:
         dist = emitted_distribution(alpha, k, semantics=semantics, bonus=bonus)
         return _out(dist @ np.arange(dist.shape[-1], dtype=np.float64))
@@ -111,7 +112,7 @@ def expected_tokens(alpha, k=None, *, semantics="exact", bonus=True):
     except ValueError:
         raise ValueError(f"alpha and k do not broadcast: shapes {a.shape} and "
                          f"{ks.shape}") from None
-    return _tokens_at(a, ks, semantics, bool(bonus))
+    return _tokens_at(a, ks, semantics, bonus)
 
 
 def emitted_distribution(alpha, k=None, *, semantics="exact", bonus=True):
@@ -129,7 +130,7 @@ def emitted_distribution(alpha, k=None, *, semantics="exact", bonus=True):
     of the last axis; ``alpha`` may then be an array of scalar rates.
     """
     semantics = _semantics(semantics)
-    bonus = bool(bonus)
+    bonus = _flag(bonus, "bonus")
     a = _reals(alpha, "alpha", 0.0, 1.0)
     if k is None:
         if a.ndim == 0:
@@ -155,6 +156,7 @@ def speedup(alpha, k, cost_ratio, *, semantics="exact", bonus=True):
     ``alpha``, ``k`` and ``cost_ratio``.
     """
     c = _reals(cost_ratio, "cost_ratio", 0.0)
+    bonus = _flag(bonus, "bonus")
     e = np.asarray(expected_tokens(alpha, k, semantics=semantics, bonus=bonus))
     K = np.shape(np.asarray(alpha))[-1] if k is None else _ks(k)
     return _out(e / (np.asarray(K, dtype=np.float64) * c + 1.0))
@@ -173,6 +175,8 @@ def optimal_k(alpha, cost_ratio, k_max=32, *, semantics="exact", bonus=True):
     k_max = _int(k_max, "k_max", 1)
     if k_max > K_MAX_LIMIT:
         raise ValueError(f"k_max must be at most {K_MAX_LIMIT:,}, got {k_max}")
+    semantics = _semantics(semantics)
+    bonus = _flag(bonus, "bonus")
     a = _reals(alpha, "alpha", 0.0, 1.0)
     c = _reals(cost_ratio, "cost_ratio", 0.0)
     try:
@@ -309,6 +313,13 @@ def _real(x, name, low=-np.inf, high=np.inf):
     if arr.ndim:
         raise TypeError(f"{name} must be a single number, got shape {arr.shape}")
     return float(arr)
+
+
+def _flag(x, name):
+    """``x`` as a bool: a Python or NumPy bool, not any truthy object."""
+    if not isinstance(x, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, not {type(x).__name__}")
+    return bool(x)
 
 
 def _semantics(semantics):

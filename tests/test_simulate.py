@@ -259,6 +259,11 @@ def test_progress_object_and_bar(capsys):
              rng=1, progress=c)
     assert c.total == 2 * (2 * CHUNK_TRIALS + 5)
     simulate(draft, target, trials=1000, rng=1, progress=True)
+    simulate(draft, target, trials=1000, rng=1, progress=np.True_)
+    assert "simulate" in capsys.readouterr().err                  # the tqdm bar
+    r = simulate(draft, target, trials=1000, rng=1, progress=np.False_, count_tokens=np.True_)
+    assert r.token_counts.sum() == r.histogram @ np.arange(3)
+    assert capsys.readouterr().err == ""
     with pytest.raises(TypeError):
         simulate(draft, target, trials=10, progress="yes")
 
@@ -330,6 +335,9 @@ def test_error_in_progress_update_stops_the_workers():
     (dict(trials=True), TypeError, "trials"),
     (dict(k=-1), ValueError, "k must be at least 0"),
     (dict(k=5), ValueError, "exceeds"),
+    (dict(count_tokens="False"), TypeError, "count_tokens must be a bool"),
+    (dict(count_tokens=1), TypeError, "count_tokens must be a bool"),
+    (dict(progress=1), TypeError, "progress must be a bool"),
 ])
 def test_bad_arguments(kwargs, error, match):
     draft, target = zipf_rows(10, [0.5, 0.5], rng=1)

@@ -312,6 +312,15 @@ def test_zipf_pair_when_target_and_wrong_coincide(V, exponent):
     (lambda: theory.acceptance_rate(np.array([0.5, 0.5], dtype=object), [0.5, 0.5]),
      TypeError, "p .* dtype object"),
     (lambda: synthetic.zipf(10, exponent="1.1"), TypeError, "exponent must be .* not str"),
+    # Flags take bools only: the string "False" is truthy.
+    (lambda: theory.expected_tokens(0.5, 2, bonus="False"), TypeError, "bonus must be a bool"),
+    (lambda: theory.expected_tokens(0.5, [1, 2], bonus=0), TypeError, "bonus must be a bool"),
+    (lambda: theory.expected_tokens([0.5], bonus=None), TypeError, "bonus must be a bool"),
+    (lambda: theory.emitted_distribution(0.5, 2, bonus=1), TypeError, "bonus must be a bool"),
+    (lambda: theory.speedup(0.5, 2, 0.1, bonus="no"), TypeError, "bonus must be a bool"),
+    (lambda: theory.optimal_k(0.5, 0.1, bonus="False"), TypeError, "bonus must be a bool"),
+    (lambda: theory.optimal_k(np.array([]), 0.1, bonus=1), TypeError, "bonus must be a bool"),
+    (lambda: theory.optimal_k(np.array([]), 0.1, semantics="paper"), ValueError, "semantics"),
 ])
 def test_argument_errors_name_the_argument(call, error, match):
     with pytest.raises(error, match=match):
@@ -323,3 +332,6 @@ def test_real_dtypes_accepted():
     assert theory.expected_tokens(True, 2) == 3.0
     np.testing.assert_array_equal(theory.expected_tokens(np.array([0, 1], np.uint8), 2), [1, 3])
     assert theory.speedup(0.5, 2, np.int64(0)) == 1.75
+    # NumPy bools are bools.
+    assert theory.expected_tokens(1.0, 2, bonus=np.False_) == 2.0
+    assert theory.optimal_k(1.0, 0.0, 4, bonus=np.True_) == 4
