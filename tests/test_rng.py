@@ -242,6 +242,16 @@ def test_state_accepts_any_four_nonzero_words():
     ({"bit_generator": "xoshiro256+", "s": (1.0, 2, 3, 4)}, TypeError),
     ({"bit_generator": "xoshiro256+", "s": (True, 2, 3, 4)}, TypeError),   # as seeds reject bool
     ({"bit_generator": "xoshiro256+", "s": None}, TypeError),
+    # Iterable, but not four ordered words: keys, unordered, characters, wrong arrays.
+    ({"bit_generator": "xoshiro256+", "s": {0: 1, 1: 2, 2: 3, 3: 4}}, TypeError),
+    ({"bit_generator": "xoshiro256+", "s": {1, 2, 3, 4}}, TypeError),
+    ({"bit_generator": "xoshiro256+", "s": frozenset({1, 2, 3, 4})}, TypeError),
+    ({"bit_generator": "xoshiro256+", "s": {1: 0, 2: 0, 3: 0, 4: 0}.keys()}, TypeError),
+    ({"bit_generator": "xoshiro256+", "s": b"\x01\x02\x03\x04"}, TypeError),
+    ({"bit_generator": "xoshiro256+", "s": "1234"}, TypeError),
+    ({"bit_generator": "xoshiro256+", "s": np.array([[1, 2], [3, 4]])}, TypeError),
+    ({"bit_generator": "xoshiro256+", "s": np.array([1, 2, 3, 4], dtype=object)}, TypeError),
+    ({"bit_generator": "xoshiro256+", "s": np.array([1.0, 2, 3, 4])}, TypeError),
 ])
 def test_bad_state_rejected_and_state_unchanged(bad, exc):
     rng = Rng(3)
@@ -249,6 +259,23 @@ def test_bad_state_rejected_and_state_unchanged(bad, exc):
     with pytest.raises(exc):
         rng.state = bad
     assert rng.state == before
+
+
+@pytest.mark.parametrize("words", [{0: 1, 1: 2, 2: 3, 3: 4}, {1, 2, 3, 4}, b"\x01\x02\x03\x04"])
+def test_state_words_that_are_not_a_sequence_are_named(words):
+    with pytest.raises(TypeError, match=r"state\['s'\] must be a sequence of four ints .* not "
+                       + type(words).__name__):
+        Rng(3).state = {"bit_generator": "xoshiro256+", "s": words}
+
+
+def test_state_words_from_sequences_and_integer_arrays():
+    rng = Rng(1)
+    for words in ([1, 2, 3, 4], (1, 2, 3, 4), range(1, 5), np.array([1, 2, 3, 4]),
+                  np.array([1, 2, 3, 4], dtype=np.uint64), np.array([1, 2, 3, 4], np.uint8)):
+        rng.state = {"bit_generator": "xoshiro256+", "s": (9, 9, 9, 9)}
+        rng.state = {"bit_generator": "xoshiro256+", "s": words}
+        assert rng.state["s"] == (1, 2, 3, 4)
+        assert all(type(w) is int for w in rng.state["s"])
 
 
 @pytest.mark.parametrize("seed", [0, 12345, 2**64 - 1])

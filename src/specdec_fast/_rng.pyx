@@ -6,6 +6,7 @@ state words are four successive outputs of splitmix64 started at the seed.
 """
 import operator
 import os
+from collections.abc import Mapping, Set
 
 import numpy as np
 
@@ -42,6 +43,18 @@ cdef Py_ssize_t array_size(object size) except -1:
     if not 0 <= n <= PY_SSIZE_T_MAX // 8:
         raise ValueError(f"size must be non-negative and fit in memory, got {n}")
     return n
+
+
+cdef check_words(object words):
+    """Refuse what iterates but not as four ordered words: a dict (its keys), a set,
+    str or bytes (characters), an array that is not 1-D of an integer dtype."""
+    if isinstance(words, cnp.ndarray):
+        if words.ndim != 1 or words.dtype.kind not in "iu":
+            raise TypeError("state['s'] must be a sequence of four ints (a list, tuple or "
+                            f"1-D integer array), not a {words.ndim}-D {words.dtype} array")
+    elif isinstance(words, (Mapping, Set, str, bytes, bytearray, memoryview)):
+        raise TypeError("state['s'] must be a sequence of four ints (a list, tuple or "
+                        f"1-D integer array), not {type(words).__name__}")
 
 
 def seeded_states(seeds):
@@ -108,7 +121,11 @@ cdef class Rng:
 
     @property
     def state(self):
-        """``{"bit_generator": "xoshiro256+", "s": (s0, s1, s2, s3)}``; assignable."""
+        """``{"bit_generator": "xoshiro256+", "s": (s0, s1, s2, s3)}``; assignable.
+
+        Assigned words come in order: a list, tuple, 1-D integer array or other
+        ordered iterable, not a dict, set, str or bytes.
+        """
         return {"bit_generator": _NAME, "s": tuple(self.c_state.s[i] for i in range(4))}
 
     @state.setter
@@ -116,6 +133,7 @@ cdef class Rng:
         if not isinstance(value, dict) or value.get("bit_generator") != _NAME:
             raise ValueError(f"state must be a dict with bit_generator={_NAME!r}")
         words = value.get("s")
+        check_words(words)
         try:
             words = list(words)
             if any(isinstance(w, (bool, float)) for w in words):
