@@ -321,7 +321,10 @@ def _generator(rng):
     if isinstance(rng, Rng):
         return rng
     if isinstance(rng, (int, np.integer)) and not isinstance(rng, (bool, np.bool_)):
-        return Rng(int(rng))
+        try:
+            return Rng(int(rng))
+        except ValueError as exc:
+            raise ValueError(f"rng: {exc}") from None
     raise TypeError(f"rng must be None, an int seed or an Rng, not {type(rng).__name__}")
 
 

@@ -332,12 +332,55 @@ def _probabilities(x, name):
     """``x`` as a 2-D (K, V) or 3-D (S, K, V) float64 array of a real dtype."""
     if x is None:
         raise TypeError(f"{name} must be an array, not None")
-    arr = np.asarray(x)
+    try:
+        arr = np.asarray(x)
+    except ValueError as exc:
+        where = _ragged(x, name)
+        raise ValueError(f"{name} must be a rectangular (K, V) or (S, K, V) array"
+                         + (f": {where}" if where else f" ({exc})")) from None
     if arr.dtype.kind not in "fiub":
         raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
     if arr.ndim not in (2, 3):
         raise ValueError(f"{name} must be 2-D (K, V) or 3-D (S, K, V), got shape {arr.shape}")
     return arr.astype(np.float64, copy=False)
+
+
+def _ragged(x, name):
+    """Where nested lists ``x`` stop being rectangular: ``x[1] has 3 entries where x[0] has 4``.
+
+    Every entry at depth ``d`` (up to 3) is compared with the first one there,
+    ``x[0]...[0]``, level by level; None when no entry differs.
+    """
+    def size(y):
+        if isinstance(y, (list, tuple)) or isinstance(y, np.ndarray) and y.ndim:
+            return len(y)
+        return None
+
+    def has(n):
+        return "is a scalar" if n is None else f"has {n} entr{'y' if n == 1 else 'ies'}"
+
+    first, y = [], x                   # the sizes of x, x[0], x[0][0], x[0][0][0]
+    while len(first) < 4:
+        first.append(size(y))
+        if not first[-1]:
+            break
+        y = y[0]
+
+    def walk(y, at, depth):            # y has the size of the first entry at its depth
+        want = first[depth + 1] if depth + 1 < len(first) else None
+        for i in range(len(y)):        # the entries of y, then what they hold
+            n = size(y[i])
+            if n != want:
+                return f"{name}{at}[{i}] {has(n)} where {name}{'[0]' * (depth + 1)} {has(want)}"
+        if want is None or depth + 1 >= 3:
+            return None
+        for i in range(len(y)):
+            found = walk(y[i], f"{at}[{i}]", depth + 1)
+            if found:
+                return found
+        return None
+
+    return walk(x, "", 0) if first[0] is not None else None
 
 
 def _normalised(x, name):

@@ -370,3 +370,29 @@ def test_bad_arrays():
         simulate(None, target, trials=10)
     with pytest.raises(ValueError):
         simulate(draft[0], target[0], trials=10)
+
+
+@pytest.mark.parametrize("draft, target, match", [
+    ([[0.5, 0.5], [0.5]], [[0.5, 0.5]] * 3,
+     r"draft_probs must be a rectangular .*: draft_probs\[1\] has 1 entry where "
+     r"draft_probs\[0\] has 2 entries"),
+    ([[0.5, 0.5]] * 2, [[0.5, 0.5], [0.5, 0.5], [1.0, 0.0, 0.0]],
+     r"target_probs must be .*: target_probs\[2\] has 3 entries where target_probs\[0\] has 2"),
+    ([[0.5, 0.5]] * 2, [[0.5, 0.5], 0.3, [1.0, 0.0]],
+     r"target_probs\[1\] is a scalar where target_probs\[0\] has 2 entries"),
+    ([[[0.5, 0.5]], [[0.2, 0.3, 0.5]]], [[[0.5, 0.5]] * 2] * 2,
+     r"draft_probs\[1\]\[0\] has 3 entries where draft_probs\[0\]\[0\] has 2 entries"),
+    ([np.ones((2, 2)), np.ones((3, 2))], [[0.5, 0.5]] * 3,
+     r"draft_probs\[1\] has 3 entries where draft_probs\[0\] has 2 entries"),
+])
+def test_ragged_lists_name_the_argument_and_the_row(draft, target, match):
+    with pytest.raises(ValueError, match=match):
+        simulate(draft, target, trials=10, rng=0)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**64, np.int64(-5)])
+def test_seed_out_of_range_names_rng(seed):
+    draft, target = zipf_rows(10, [0.5, 0.5], rng=1)
+    with pytest.raises(ValueError, match=r"^rng: seed must be in \[0, 2\*\*64\), got "
+                       + str(int(seed)) + "$"):
+        simulate(draft, target, trials=10, rng=seed)
