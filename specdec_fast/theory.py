@@ -48,6 +48,7 @@ against ``k`` (and ``cost_ratio``).  ``k=None``: the last axis of ``alpha``
 holds one rate per position, ``alpha[..., i]`` for position ``i + 1``, and
 ``K = alpha.shape[-1]``.
 """
+import numbers
 import operator
 
 import numpy as np
@@ -281,8 +282,9 @@ def _int(x, name, least=0):
 def _reals(x, name, low=-np.inf, high=np.inf):
     """``x`` as a float64 array of finite numbers in ``[low, high]``.
 
-    Only real numbers (NumPy kinds f, i, u, b): strings, bytes and arrays of
-    other dtypes (str, object, complex, ...) are refused, not converted.
+    Only real numbers (NumPy kinds f, i, u, b, or objects such as ``Fraction``
+    that are ``numbers.Real``): strings, bytes and arrays of other dtypes (str,
+    complex, ...) are refused, not converted.
     """
     if isinstance(x, (str, bytes)):
         raise TypeError(f"{name} must be a real number or an array of them, not "
@@ -291,7 +293,8 @@ def _reals(x, name, low=-np.inf, high=np.inf):
         arr = np.asarray(x)
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a real number or an array of them") from None
-    if arr.dtype.kind not in "fiub":
+    if arr.dtype.kind not in "fiub" and not (
+            arr.dtype.kind == "O" and all(isinstance(v, numbers.Real) for v in arr.flat)):
         raise TypeError(f"{name} must be a real number or an array of them, got dtype "
                         f"{arr.dtype}")
     arr = arr.astype(np.float64, copy=False)

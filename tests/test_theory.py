@@ -3,6 +3,8 @@
 Everything here is deterministic (no sampling), so nothing can fail by chance;
 the hypothesis test checks identities between the functions.
 """
+from fractions import Fraction
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -307,9 +309,9 @@ def test_zipf_pair_when_target_and_wrong_coincide(V, exponent):
     (lambda: theory.expected_tokens(np.array(["0.5"]), 4), TypeError, "alpha .* dtype <U3"),
     (lambda: theory.expected_tokens(["0.9", "0.5"]), TypeError, "alpha .* dtype <U3"),
     (lambda: theory.speedup(0.5, 2, "0.1"), TypeError, "cost_ratio must be .* not str"),
-    (lambda: theory.optimal_k(np.array([0.5], dtype=object), 0.1), TypeError,
+    (lambda: theory.optimal_k(np.array(["0.5"], dtype=object), 0.1), TypeError,
      "alpha .* dtype object"),
-    (lambda: theory.acceptance_rate(np.array([0.5, 0.5], dtype=object), [0.5, 0.5]),
+    (lambda: theory.acceptance_rate(np.array([0.5, 0.5j], dtype=object), [0.5, 0.5]),
      TypeError, "p .* dtype object"),
     (lambda: synthetic.zipf(10, exponent="1.1"), TypeError, "exponent must be .* not str"),
     # Flags take bools only: the string "False" is truthy.
@@ -328,6 +330,8 @@ def test_argument_errors_name_the_argument(call, error, match):
 
 
 def test_real_dtypes_accepted():
+    assert theory.expected_tokens(Fraction(1, 2), 2) == 1.75
+    assert theory.acceptance_rate([Fraction(1, 2), Fraction(1, 2)], [1.0, 0]) == 0.5
     assert theory.expected_tokens(np.float32(0.5), 2) == 1.75
     assert theory.expected_tokens(True, 2) == 3.0
     np.testing.assert_array_equal(theory.expected_tokens(np.array([0, 1], np.uint8), 2), [1, 3])
