@@ -60,7 +60,7 @@ _SEMANTICS = ("exact", "reference")
 
 #: The largest ``k_max`` that ``optimal_k`` accepts.
 K_MAX_LIMIT = 10**6
-_OPTIMAL_K_BLOCK = 1 << 20          # speedups optimal_k evaluates at a time
+_BLOCK = 1 << 20                    # values per table of E or of speedups
 
 
 def acceptance_rate(p, q):
@@ -188,7 +188,7 @@ def optimal_k(alpha, cost_ratio, k_max=32, *, semantics="exact", bonus=True):
     ks = np.arange(1, k_max + 1)
     flat_a, flat_c = a.ravel(), c.ravel()
     best = np.empty(flat_a.size, dtype=np.int64)
-    rows = max(1, _OPTIMAL_K_BLOCK // k_max)         # (rows, k_max) speedups at a time
+    rows = max(1, _BLOCK // k_max)         # (rows, k_max) speedups at a time
     for start in range(0, flat_a.size, rows):
         block = slice(start, start + rows)
         s = speedup(flat_a[block, None], ks, flat_c[block, None], semantics=semantics,
@@ -225,25 +225,57 @@ def _distribution(a, semantics, bonus):
 def _tokens_at(a, ks, semantics, bonus):
     """``E`` for one alpha at every position, ``a`` and ``ks`` of one shape.
 
-    One cumulative product ``P(A >= j) = alpha^j``, ``j = 0 .. max K``, per
-    distinct alpha serves every ``K``: ``E = sum_{j<=K} alpha^j`` (``j < K``
-    without a bonus row), plus ``alpha^(K-1) (1 - alpha)`` under rule R6.
-    Time and memory grow with the distinct alphas times ``max K``.
+    Each distinct alpha gets one table of ``E`` for ``K = 0 ..`` its largest
+    ``K`` (``_tokens_table``), so a grid of many ``K`` costs one pass per alpha,
+    not one per ``K``.  The tables are built for a few alphas at a time, the
+    alphas with the largest ``K`` first, at most about ``_BLOCK`` values each.
     """
     values, inverse = np.unique(a, return_inverse=True)
-    inverse = inverse.reshape(a.shape)
-    top = int(ks.max()) if ks.size else 0
-    reach = np.ones((values.size, top + 1), dtype=np.float64)
-    if top:
-        reach[:, 1:] = np.cumprod(np.broadcast_to(values[:, None], (values.size, top)), axis=-1)
-    sums = np.cumsum(reach, axis=-1)                         # sums[:, K] = sum_{j<=K} alpha^j
-    last = np.maximum(ks - 1, 0)
+    inverse, k = inverse.ravel(), ks.ravel()
+    top = np.zeros(values.size, dtype=np.int64)
+    np.maximum.at(top, inverse, k)                          # each alpha's largest K
+    order = np.argsort(-top, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    element_rank = rank[inverse]
+    by_rank = np.argsort(element_rank, kind="stable")
+    sorted_rank = element_rank[by_rank]
+    out = np.empty(k.size, dtype=np.float64)
+    start = 0
+    while start < values.size:
+        width = int(top[order[start]]) + 1
+        stop = start + max(1, _BLOCK // width)
+        table = _tokens_table(values[order[start:stop]], width - 1, semantics, bonus)
+        lo, hi = np.searchsorted(sorted_rank, [start, stop])
+        members = by_rank[lo:hi]
+        out[members] = table[element_rank[members] - start, k[members]]
+        start = stop
+    return out.reshape(a.shape)
+
+
+def _tokens_table(alphas, K, semantics, bonus):
+    """(n, K + 1): ``E`` for each alpha at every position and ``K' = 0 .. K``.
+
+    The terms are those of ``emitted_distribution`` times their counts, summed
+    left to right: ``E(K') = sum_{j<K'} (j + 1) alpha^j (1 - alpha)`` plus
+    ``(K' + 1) alpha^K'`` for the bonus (``K' alpha^K'`` without it), plus
+    ``alpha^(K'-1) (1 - alpha)`` under rule R6.  Each term is positive, so the
+    sum is accurate to a few ulps times ``log K`` (not the ``K`` ulps that a
+    running sum of terms near 1 would lose).
+    """
+    j = np.arange(K + 1, dtype=np.float64)
+    miss = (1.0 - alphas)[:, None]
+    power = np.ones((alphas.size, K + 1), dtype=np.float64)     # alpha^j
+    if K:
+        power[:, 1:] = np.cumprod(np.broadcast_to(alphas[:, None], (alphas.size, K)), axis=-1)
+    rejected = np.zeros_like(power)                             # E's terms for A < K'
+    rejected[:, 1:] = np.cumsum((j[:-1] + 1.0) * power[:, :-1] * miss, axis=-1)
     if not bonus:
-        return np.where(ks >= 1, sums[inverse, last], 0.0)
-    out = sums[inverse, ks]
-    if semantics == "reference":                             # R6: rejection at position K
-        out = out + np.where(ks >= 1, reach[inverse, last] * (1.0 - a), 0.0)
-    return out
+        return rejected + j * power
+    tokens = rejected + (j + 1.0) * power
+    if semantics == "reference":                                # R6: rejection at K'
+        tokens[:, 1:] += power[:, :-1] * miss
+    return tokens
 
 
 def _out(x):
@@ -252,13 +284,17 @@ def _out(x):
 
 
 def _ks(k):
+    """Draft lengths in [0, K_MAX_LIMIT] (beyond it a table of E would not fit in memory)."""
     if np.ndim(k) == 0:
-        return np.asarray(_int(k, "k"), dtype=np.int64)
-    arr = np.asarray(k)
-    if arr.dtype.kind not in "iu":
-        raise TypeError(f"k must be an int or an int array, not {arr.dtype}")
-    if (arr < 0).any():
-        raise ValueError(f"k must be at least 0, got {arr.min()}")
+        arr = np.asarray(_int(k, "k"), dtype=np.int64)
+    else:
+        arr = np.asarray(k)
+        if arr.dtype.kind not in "iu":
+            raise TypeError(f"k must be an int or an int array, not {arr.dtype}")
+        if (arr < 0).any():
+            raise ValueError(f"k must be at least 0, got {arr.min()}")
+    if (arr > K_MAX_LIMIT).any():
+        raise ValueError(f"k must be at most {K_MAX_LIMIT:,}, got {arr.max()}")
     return arr.astype(np.int64)
 
 

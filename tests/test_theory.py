@@ -141,6 +141,45 @@ def test_array_k_matches_scalar_k(semantics, bonus):
                 assert e[i, j] == pytest.approx(want, rel=1e-14, abs=0), (a, k)
 
 
+@pytest.mark.parametrize("semantics", ["exact", "reference"])
+@pytest.mark.parametrize("bonus", [True, False])
+def test_array_k_is_as_accurate_as_scalar_k_for_long_drafts(semantics, bonus):
+    """Near alpha = 1 a running sum of E's terms (each near 1) would lose about K
+    ulps; the array path sums the distribution's terms as the scalar path does."""
+    alpha = np.array([1 - 2.0 ** -53, 1 - 1e-10, 0.999, 0.5, 1e-3])
+    ks = np.array([[1000], [10000]])
+    e = theory.expected_tokens(alpha, ks, semantics=semantics, bonus=bonus)
+    for i, k in enumerate(ks[:, 0]):
+        for j, a in enumerate(alpha):
+            want = theory.expected_tokens(float(a), int(k), semantics=semantics, bonus=bonus)
+            assert e[i, j] == pytest.approx(want, rel=1e-14, abs=0), (a, k)
+
+
+def test_array_k_memory_does_not_grow_with_alphas_times_the_largest_k():
+    """One long draft among many alphas: tables are built a few alphas at a time
+    (the whole (alphas, max K) table would take 800 MB here)."""
+    import tracemalloc
+    g = np.random.default_rng(3)
+    alpha = g.random(20000)
+    ks = np.ones(20000, dtype=np.int64)
+    ks[0] = 5000
+    tracemalloc.start()
+    try:
+        e = theory.expected_tokens(alpha, ks)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 100 * 2**20, peak
+    np.testing.assert_allclose(e[1:], 1 + alpha[1:], rtol=1e-15)
+    assert e[0] == pytest.approx(theory.expected_tokens(float(alpha[0]), 5000), rel=1e-14)
+
+
+def test_k_beyond_the_limit_is_refused():
+    for k in (theory.K_MAX_LIMIT + 1, np.array([1, 10**9])):
+        with pytest.raises(ValueError, match="k must be at most 1,000,000"):
+            theory.expected_tokens(0.5, k)
+
+
 def test_optimal_k_takes_one_cumulative_product(monkeypatch):
     """The array-k path shares one alpha^j, j <= k_max, across all K: linear, not
     quadratic, in k_max (it took seconds at k_max = 10**4)."""
@@ -162,7 +201,7 @@ def test_optimal_k_limit_and_blocks(monkeypatch):
         with pytest.raises(ValueError, match="k_max must be at most 1,000,000"):
             theory.optimal_k(0.8, 0.05, k_max)
     # Grids are evaluated a few rows at a time; every row as if alone.
-    monkeypatch.setattr(theory, "_OPTIMAL_K_BLOCK", 64)
+    monkeypatch.setattr(theory, "_BLOCK", 64)
     alpha, c = np.linspace(0.0, 1.0, 7), np.array([[0.0], [0.02], [0.3]])
     grid = theory.optimal_k(alpha, c, 32)
     assert grid.shape == (3, 7) and grid.dtype == np.int64
