@@ -117,33 +117,38 @@ def _rng_source(rng, B):
         if not 0 <= rng < 1 << 64:
             raise ValueError(f"rng = {rng} is not a seed in [0, 2**64)")
         return Rng(rng)
-    if isinstance(rng, (list, tuple)) and any(isinstance(g, Rng) for g in rng):
-        for b, g in enumerate(rng):
-            if not isinstance(g, Rng):
-                raise TypeError(f"rng[{b}] must be an Rng like the others, "
-                                f"not {type(g).__name__}")
-        if len(rng) != B:
-            raise ValueError(f"rng holds {len(rng)} generators for a batch of {B}")
-        if len({id(g) for g in rng}) != B:
-            raise ValueError("rng holds the same Rng twice: rows would share a stream")
-        return tuple(rng)
-    if isinstance(rng, (list, tuple)):
-        for b, seed in enumerate(rng):
-            if not _is_int(seed):
-                raise TypeError(f"rng[{b}] must be an int seed, not {type(seed).__name__}")
-            if not 0 <= seed < 1 << 64:
-                raise ValueError(f"rng[{b}] = {seed} is not a seed in [0, 2**64)")
-        seeds = np.array([int(seed) for seed in rng], dtype=np.uint64)
-    else:
-        seeds = _array(rng, "rng")
-        if seeds.dtype.kind not in "iu":
-            raise TypeError(f"rng must be {_RNG_FORMS}, not {type(rng).__name__}")
+    kinds = set(map(type, rng)) if isinstance(rng, (list, tuple)) else None
+    if kinds and any(issubclass(kind, Rng) for kind in kinds):
+        return _generators(rng, B)
+    seeds = _array(rng, "rng")
+    if kinds is not None:
+        if seeds.dtype.kind not in "iu" or bool in kinds or np.bool_ in kinds:
+            for b, seed in enumerate(rng):      # name the first seed that is not one
+                if not _is_int(seed):
+                    raise TypeError(f"rng[{b}] must be an int seed, not {type(seed).__name__}")
+                if not 0 <= seed < 1 << 64:
+                    raise ValueError(f"rng[{b}] = {seed} is not a seed in [0, 2**64)")
+            seeds = np.array([int(seed) for seed in rng], dtype=np.uint64)
+    if seeds.dtype.kind not in "iu":
+        raise TypeError(f"rng must be {_RNG_FORMS}, not {type(rng).__name__}")
     if seeds.shape != (B,):
         raise ValueError(f"rng seeds must have shape ({B},), got {seeds.shape}")
     if seeds.dtype.kind == "i" and (seeds < 0).any():
         b = int(np.argmax(seeds < 0))
         raise ValueError(f"rng[{b}] = {seeds[b]} is not a seed in [0, 2**64)")
     return seeds.astype(np.uint64)
+
+
+def _generators(rng, B):
+    """A list or tuple holding an Rng: a tuple of B distinct Rng, or an error naming the odd one."""
+    for b, g in enumerate(rng):
+        if not isinstance(g, Rng):
+            raise TypeError(f"rng[{b}] must be an Rng like the others, not {type(g).__name__}")
+    if len(rng) != B:
+        raise ValueError(f"rng holds {len(rng)} generators for a batch of {B}")
+    if len({id(g) for g in rng}) != B:
+        raise ValueError("rng holds the same Rng twice: rows would share a stream")
+    return tuple(rng)
 
 
 def _row_states(source, B):
@@ -179,7 +184,7 @@ def _check_disjoint(outputs, inputs):
     with an input or with another output."""
     for i, (name, arr) in enumerate(outputs):
         for other_name, other in outputs[:i] + inputs:
-            if other is not None and np.may_share_memory(arr, other):
+            if other is not None and _batch.may_overlap(arr, other):
                 raise ValueError(f"{name} shares memory with {other_name}")
 
 
@@ -279,12 +284,11 @@ def verify_batch(draft_probs, target_probs, draft_tokens, *, rng=None, uniforms=
                          ("out.num_accepted", out_accepted)],
                         [("target_probs", target), ("draft_probs", draft),
                          ("draft_tokens", tokens), ("uniforms", replay)])
+    threads = _thread_count(num_threads, B, K * V)      # checked before anything is drawn
     if greedy:
         replay = np.zeros((B, 0))
     elif source is not None:
         states = _row_states(source, B)
-
-    threads = _thread_count(num_threads, B, K * V)
     if isinstance(states, tuple):       # generators advanced in place, with the GIL held
         threads = 1
     bounds = np.linspace(0, B, threads + 1).astype(int)

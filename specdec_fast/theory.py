@@ -50,6 +50,7 @@ holds one rate per position, ``alpha[..., i]`` for position ``i + 1``, and
 """
 import numbers
 import operator
+from decimal import Decimal
 
 import numpy as np
 
@@ -318,9 +319,9 @@ def _int(x, name, least=0):
 def _reals(x, name, low=-np.inf, high=np.inf):
     """``x`` as a float64 array of finite numbers in ``[low, high]``.
 
-    Only real numbers (NumPy kinds f, i, u, b, or objects such as ``Fraction``
-    that are ``numbers.Real``): strings, bytes and arrays of other dtypes (str,
-    complex, ...) are refused, not converted.
+    Only real numbers (NumPy kinds f, i, u, b, or objects that are
+    ``numbers.Real``, such as ``Fraction``, or ``Decimal``): strings, bytes and
+    arrays of other dtypes (str, complex, ...) are refused, not converted.
     """
     if isinstance(x, (str, bytes)):
         raise TypeError(f"{name} must be a real number or an array of them, not "
@@ -330,7 +331,8 @@ def _reals(x, name, low=-np.inf, high=np.inf):
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a real number or an array of them") from None
     if arr.dtype.kind not in "fiub" and not (
-            arr.dtype.kind == "O" and all(isinstance(v, numbers.Real) for v in arr.flat)):
+            arr.dtype.kind == "O" and all(isinstance(v, (numbers.Real, Decimal))
+                                          for v in arr.flat)):
         raise TypeError(f"{name} must be a real number or an array of them, got dtype "
                         f"{arr.dtype}")
     arr = arr.astype(np.float64, copy=False)

@@ -1048,6 +1048,37 @@ def test_bad_arguments_are_named_with_their_position(change, exc, message):
         _call(**change)
 
 
+def test_overlap_test_agrees_with_numpy_bounds():
+    """_batch.may_overlap is np.may_share_memory's bounds test, on views of one buffer
+    (strided, reversed, empty, of other dtypes) and on separate arrays."""
+    from specdec_fast import _batch
+    g = np.random.default_rng(4)
+    base = np.zeros(4096, np.uint8)
+    views = [np.zeros(3), np.zeros((0, 4)), base[10:10]]
+    for _ in range(300):
+        start, stop = sorted(g.integers(0, 4096, 2))
+        step = int(g.choice([1, 2, 3, -1, -5]))
+        v = base[start:stop:step] if step > 0 else base[stop:start:step]
+        if v.size >= 8 and g.random() < 0.5:
+            v = v[:v.size // 8 * 8]
+            v = v.view(np.int64) if v.flags.c_contiguous else v
+        views.append(v)
+    agree = 0
+    for a in views:
+        for b in views[:60]:
+            assert _batch.may_overlap(a, b) == np.may_share_memory(a, b), (a.strides, b.strides)
+            agree += 1
+    assert agree > 10000
+
+
+def test_a_bad_thread_count_draws_nothing():
+    rng = Rng(9)
+    before = rng.state
+    with pytest.raises(ValueError, match="num_threads"):
+        _call(rng=rng, num_threads=0)
+    assert rng.state == before
+
+
 def test_greedy_checks_the_generator_without_drawing_from_it():
     rng = Rng(9)
     before = rng.state

@@ -643,6 +643,49 @@ def test_sequence_subclasses_are_read_through_their_own_methods(case):
     assert differ, "the case must tell the subclass's methods from its storage"
 
 
+class LabelledTokens:
+    """Array-like tokens whose ``[i]`` looks up a label, as a pandas Series with an
+    index of its own does: read as its array, by position."""
+
+    def __init__(self, values, labels):
+        self.values, self.labels = list(values), list(labels)
+
+    def __len__(self):
+        return len(self.values)
+
+    def __getitem__(self, label):
+        return self.values[self.labels.index(label)]
+
+    def __array__(self, dtype=None, copy=None):
+        return np.array(self.values, dtype=dtype)
+
+
+class OldStyleSequence:
+    """A sequence by ``__len__`` and ``__getitem__`` alone (no ``__iter__``)."""
+
+    def __init__(self, values):
+        self.values = list(values)
+
+    def __len__(self):
+        return len(self.values)
+
+    def __getitem__(self, i):
+        return self.values[i]
+
+
+def test_array_like_tokens_and_old_style_uniforms():
+    g = np.random.default_rng(31)
+    for _ in range(50):
+        draft, target, tokens, V = make_case(g, V=int(g.integers(2, 9)))
+        U = pick_uniforms(g, draft.tolist(), target.tolist(), tokens, V)
+        want = specdec_fast.speculative_decode_sim(draft, target, tokens, V, uniforms=U)
+        labelled = LabelledTokens(tokens, labels=list(range(len(tokens)))[::-1])
+        assert specdec_fast.speculative_decode_sim(draft, target, labelled, V,
+                                                   uniforms=U) == want
+        assert specdec_fast.speculative_decode_sim(draft, target, tokens, V,
+                                                   uniforms=OldStyleSequence(U)) == want
+
+
 def test_many_draft_tokens():
     """R1/R8 with K well past 64 (heap buffers for tokens and output)."""
     g = np.random.default_rng(21)

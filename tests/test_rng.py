@@ -5,6 +5,7 @@ definitions (Blackman & Vigna, prng.di.unimi.it: splitmix64.c,
 xoshiro256plus.c) and compared bit for bit with the compiled one.  The
 literal constants below were checked against this pure-Python version.
 """
+import array
 import copy
 import pickle
 
@@ -252,6 +253,8 @@ def test_state_accepts_any_four_nonzero_words():
     ({"bit_generator": "xoshiro256+", "s": np.array([[1, 2], [3, 4]])}, TypeError),
     ({"bit_generator": "xoshiro256+", "s": np.array([1, 2, 3, 4], dtype=object)}, TypeError),
     ({"bit_generator": "xoshiro256+", "s": np.array([1.0, 2, 3, 4])}, TypeError),
+    ({"bit_generator": "xoshiro256+", "s": memoryview(array.array("d", [1, 2, 3, 4]))},
+     TypeError),
 ])
 def test_bad_state_rejected_and_state_unchanged(bad, exc):
     rng = Rng(3)
@@ -271,7 +274,8 @@ def test_state_words_that_are_not_a_sequence_are_named(words):
 def test_state_words_from_sequences_and_integer_arrays():
     rng = Rng(1)
     for words in ([1, 2, 3, 4], (1, 2, 3, 4), range(1, 5), np.array([1, 2, 3, 4]),
-                  np.array([1, 2, 3, 4], dtype=np.uint64), np.array([1, 2, 3, 4], np.uint8)):
+                  np.array([1, 2, 3, 4], dtype=np.uint64), np.array([1, 2, 3, 4], np.uint8),
+                  memoryview(array.array("Q", [1, 2, 3, 4])), array.array("q", [1, 2, 3, 4])):
         rng.state = {"bit_generator": "xoshiro256+", "s": (9, 9, 9, 9)}
         rng.state = {"bit_generator": "xoshiro256+", "s": words}
         assert rng.state["s"] == (1, 2, 3, 4)

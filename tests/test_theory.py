@@ -3,6 +3,7 @@
 Everything here is deterministic (no sampling), so nothing can fail by chance;
 the hypothesis test checks identities between the functions.
 """
+from decimal import Decimal
 from fractions import Fraction
 
 import numpy as np
@@ -371,6 +372,7 @@ def test_argument_errors_name_the_argument(call, error, match):
 def test_real_dtypes_accepted():
     assert theory.expected_tokens(Fraction(1, 2), 2) == 1.75
     assert theory.acceptance_rate([Fraction(1, 2), Fraction(1, 2)], [1.0, 0]) == 0.5
+    assert theory.expected_tokens(Decimal("0.5"), 2) == 1.75
     assert theory.expected_tokens(np.float32(0.5), 2) == 1.75
     assert theory.expected_tokens(True, 2) == 3.0
     np.testing.assert_array_equal(theory.expected_tokens(np.array([0, 1], np.uint8), 2), [1, 3])

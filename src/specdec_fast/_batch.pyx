@@ -169,6 +169,32 @@ def verify_rows(cnp.ndarray target, object draft, cnp.ndarray tokens, cnp.ndarra
     return (outcome.error, failed_row, outcome.row, outcome.index)
 
 
+def may_overlap(cnp.ndarray a, cnp.ndarray b):
+    """Whether the memory spans of two arrays overlap (``np.may_share_memory``'s
+    bounds test, without its call overhead: the check runs on every call given ``out``)."""
+    cdef Py_ssize_t a_low, a_high, b_low, b_high
+    if not (extent(a, &a_low, &a_high) and extent(b, &b_low, &b_high)):
+        return False
+    return a_low < b_high and b_low < a_high
+
+
+cdef bint extent(cnp.ndarray a, Py_ssize_t* low, Py_ssize_t* high) noexcept:
+    """The bytes ``[low, high)`` an array spans; False when it is empty."""
+    cdef Py_ssize_t d, n, stride
+    low[0] = high[0] = <Py_ssize_t>cnp.PyArray_DATA(a)
+    for d in range(cnp.PyArray_NDIM(a)):
+        n = cnp.PyArray_DIM(a, d)
+        if n == 0:
+            return False
+        stride = cnp.PyArray_STRIDE(a, d)
+        if stride < 0:
+            low[0] += (n - 1) * stride
+        else:
+            high[0] += (n - 1) * stride
+    high[0] += cnp.PyArray_ITEMSIZE(a)
+    return True
+
+
 def failure_error(failure, target, draft, tokens):
     """The ValueError for a failure tuple returned by ``verify_rows``."""
     error, b, row, index = failure

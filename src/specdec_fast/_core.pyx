@@ -685,7 +685,9 @@ cdef object open_uniforms(object rng, object uniforms, Py_ssize_t needed, double
     else:
         # A sequence, which has a length and an order: not an iterator (which may
         # never end), a set or a mapping.
-        if (not hasattr(type(uniforms), "__len__") or not hasattr(type(uniforms), "__iter__")
+        if (not hasattr(type(uniforms), "__len__")
+                or not (hasattr(type(uniforms), "__iter__")
+                        or hasattr(type(uniforms), "__getitem__"))
                 or isinstance(uniforms, (Set, Mapping))):
             raise TypeError(f"uniforms must be a 1-D sequence of floats in [0, 1), "
                             f"not {type(uniforms).__name__}")
@@ -793,9 +795,12 @@ cdef object open_tokens(object tokens):
             raise ValueError(f"draft_tokens must be 1-D, got {cnp.PyArray_NDIM(tokens)}-D")
         if cnp.PyArray_TYPE(tokens) != cnp.NPY_OBJECT:
             return tokens
+    if type(tokens) is list or type(tokens) is tuple:
+        return list(tokens)     # a private copy: __index__ cannot resize it under us
     if isinstance(tokens, (str, bytes)) or not hasattr(tokens, "__len__"):
         raise TypeError(f"draft_tokens must be a sequence of ints, not {type(tokens).__name__}")
-    # A private copy: __index__ cannot resize it under us.
+    if hasattr(tokens, "__array__") and not cnp.PyArray_Check(tokens):
+        return open_tokens(np.asarray(tokens))     # array-like (a tensor, a Series): its values
     return read_items(tokens, "draft_tokens", PY_SSIZE_T_MAX)
 
 

@@ -47,12 +47,14 @@ cdef Py_ssize_t array_size(object size) except -1:
 
 cdef check_words(object words):
     """Refuse what iterates but not as four ordered words: a dict (its keys), a set,
-    str or bytes (characters), an array that is not 1-D of an integer dtype."""
-    if isinstance(words, cnp.ndarray):
-        if words.ndim != 1 or words.dtype.kind not in "iu":
+    str or bytes (characters), an array or buffer that is not 1-D of an integer type."""
+    if isinstance(words, (cnp.ndarray, memoryview)):
+        arr = np.asarray(words)
+        if arr.ndim != 1 or arr.dtype.kind not in "iu":
             raise TypeError("state['s'] must be a sequence of four ints (a list, tuple or "
-                            f"1-D integer array), not a {words.ndim}-D {words.dtype} array")
-    elif isinstance(words, (Mapping, Set, str, bytes, bytearray, memoryview)):
+                            f"1-D integer array), not a {arr.ndim}-D {arr.dtype} "
+                            f"{type(words).__name__}")
+    elif isinstance(words, (Mapping, Set, str, bytes, bytearray)):
         raise TypeError("state['s'] must be a sequence of four ints (a list, tuple or "
                         f"1-D integer array), not {type(words).__name__}")
 
