@@ -59,7 +59,7 @@ __all__ = ["acceptance_rate", "expected_tokens", "emitted_distribution", "speedu
 
 _SEMANTICS = ("exact", "reference")
 
-#: The largest ``k_max`` that ``optimal_k`` accepts.
+#: The largest draft length the closed forms take (``k``, and ``optimal_k``'s ``k_max``).
 K_MAX_LIMIT = 10**6
 _BLOCK = 1 << 20                    # values per table of E or of speedups
 
