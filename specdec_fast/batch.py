@@ -31,6 +31,7 @@ import numpy as np
 from specdec_fast import _batch
 from specdec_fast._core import get_default_rng
 from specdec_fast._rng import Rng, seeded_states
+from specdec_fast.theory import _flag
 
 __all__ = ["VerifyResult", "verify_batch"]
 
@@ -234,8 +235,7 @@ def verify_batch(draft_probs, target_probs, draft_tokens, *, rng=None, uniforms=
     """
     if semantics not in ("exact", "reference"):
         raise ValueError(f"semantics must be 'exact' or 'reference', got {semantics!r}")
-    if not isinstance(greedy, (bool, np.bool_)):
-        raise TypeError(f"greedy must be a bool, not {type(greedy).__name__}")
+    greedy = _flag(greedy, "greedy")
     target = _probabilities(target_probs, "target_probs")
     B, R, V = target.shape
     tokens = _array(draft_tokens, "draft_tokens")
@@ -322,7 +322,7 @@ def _thread_count(num_threads, B, work_per_row):
     if num_threads is None:
         enough = max(1, B * work_per_row // _MIN_WORK_PER_THREAD)
         return max(1, min(_MAX_THREADS, B, enough))
-    if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)):
+    if not _is_int(num_threads):
         raise TypeError(f"num_threads must be an int, not {type(num_threads).__name__}")
     if num_threads < 1:
         raise ValueError(f"num_threads must be at least 1, got {num_threads}")
