@@ -828,6 +828,80 @@ def test_residual_sum_follows_the_python_types_of_list_entries():
         assert decided_by_types == 0       # sum() is a plain left-to-right sum
 
 
+def _large_int_rows(g, V):
+    """Integer rows whose residual's exact sum passes 2**53, in some cases a C long
+    (2**63): a left-to-right float sum rounds on the way.  The draft token V - 1
+    (p = 0, q = 1) is rejected, and its residual, the float 0.0, ends the ints'
+    run in the reference's sum(), as half the time an earlier ``p = q = 0`` does."""
+    big = int(g.choice([2**52 + 1, 2**53 - 1, 2**53]))
+    high = 2**53 if g.random() < 0.8 else 2**62     # ints beyond 2**53: handed over
+    target = [big] + [int(g.choice([1, 1, 3, big, int(g.integers(1, high))]))
+                      for _ in range(V - 2)] + [0]
+    draft = [int(g.integers(0, 2)) if g.random() < 0.2 else 0 for _ in range(V - 1)] + [1]
+    if g.random() < 0.5:
+        j = int(g.integers(0, V - 1))
+        target[j] = draft[j] = 0
+    return [draft], [target]
+
+
+def _token_of_a_double_sum(draft_row, target_row, u):
+    """R4's token with ``z`` summed left to right in doubles, not as sum() does."""
+    a = [max(0.0, float(p) - float(q)) for p, q in zip(target_row, draft_row)]
+    z = 0.0
+    for x in a:
+        z += x
+    cum = 0.0
+    for v, x in enumerate(a):
+        cum += x / z if z > 0 else 1.0 / len(a)
+        if u <= cum:
+            return v
+    return 0
+
+
+@pytest.mark.parametrize("form", ["lists", "int64", "uint64", "object", "array-rows",
+                                  "mixed", "buffer"])
+def test_residual_sum_of_ints_is_exact(form):
+    """R4 / Floating point: CPython's sum() adds ints exactly (in a C long, then as
+    Python ints) until the first float, which it adds to that exact sum rounded;
+    so on integer rows whose residual sums past 2**53 a double sum is off by some
+    ulps.  Every input form whose entries the reference sees as ints (lists of
+    ints, integer arrays, which stand for their ``tolist()``, buffers) must give the
+    reference's token with the correction draw on the reference's bucket ends, and
+    in some cases a double sum must give another token (deterministic seed)."""
+    g = np.random.default_rng(53)
+    decided_by_exactness = 0
+    for _ in range(150):
+        V = int(g.integers(3, 12))
+        draft, target = _large_int_rows(g, V)
+        ends = residual_bucket_ends(target[0], draft[0], V)
+        v = int(g.integers(0, V - 1))
+        if not 0.0 < ends[v] < 1.0 or (v > 0 and ends[v - 1] == ends[v]):
+            continue
+        if form == "lists":
+            d, t = draft, target
+        elif form == "int64":
+            d, t = np.array(draft, dtype=np.int64), np.array(target, dtype=np.int64)
+        elif form == "uint64":
+            d, t = np.array(draft, dtype=np.uint64), np.array(target, dtype=np.uint64)
+        elif form == "object":
+            d, t = np.array(draft, dtype=object), np.array(target, dtype=object)
+        elif form == "array-rows":
+            d, t = [np.array(r, dtype=np.int64) for r in draft], target
+        elif form == "mixed":
+            d, t = draft, np.array(target, dtype=np.int64)
+        else:
+            d, t = memoryview(np.array(draft, dtype=np.int64)), np.array(target, dtype=np.int64)
+        for u in (ends[v], math.nextafter(ends[v], 1.0)):
+            if u >= 1.0:
+                continue
+            token = next((w for w in range(V) if u <= ends[w]), 0)
+            U = [0.5, float(u)]
+            fast, used = check(d, t, [V - 1], V, U, draft, target)
+            assert used == 2 and fast["tokens"] == [token]
+            decided_by_exactness += _token_of_a_double_sum(draft[0], target[0], u) != token
+    assert decided_by_exactness >= 20, decided_by_exactness
+
+
 @pytest.mark.parametrize("K", [0, 1, 8])
 def test_call_floor_builds_the_result_of_a_call_that_accepts_everything(K):
     """benchmarks time call_floor as the drop-in's edges alone: its dict must be the one

@@ -24,7 +24,8 @@ import numpy as np
 cimport numpy as cnp
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_AsDouble, PyFloat_CheckExact
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE, PyList_New, PyList_SET_ITEM
-from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact, PyLong_FromSsize_t
+from cpython.long cimport (PyLong_AsLongLongAndOverflow, PyLong_CheckExact, PyLong_FromDouble,
+                           PyLong_FromSsize_t)
 from cpython.number cimport PyNumber_Index
 from cpython.complex cimport PyComplex_Check
 from cpython.object cimport PyObject, PyObject_TypeCheck, PyTypeObject
@@ -38,7 +39,7 @@ from specdec_fast._kernel cimport (BAD_DRAFT, BAD_DRAFT_VALUE, BAD_TARGET, BAD_T
                                    OUT_OF_UNIFORMS, REFERENCE, SUM_FLOAT, SUM_INT, SUM_OTHER,
                                    UniformStream, VerifyOutcome,
                                    any_order_sum, bonus_follows, cumulative_sample, is_probability,
-                                   next_uniform, residual_sample, sum_is_compensated,
+                                   next_uniform, residual_sample,
                                    verify_row)
 from specdec_fast._rng cimport Rng, xoshiro256plus_next_double, xoshiro256plus_state
 from specdec_fast.reference import speculative_decode_sim as reference_sim
@@ -111,6 +112,7 @@ cdef struct Matrix:
     PyObject* rows          # when data is NULL: the list or tuple of rows, read live
     Py_ssize_t nrows        # rows in the argument when the call began
     bint hand_over          # an entry with its own arithmetic raises OwnArithmetic
+    bint integral           # a float64 copy of an int or bool array, whose tolist() holds ints
 
 
 cdef inline char dtype_kind(object arr):
@@ -161,6 +163,7 @@ cdef object open_matrix(object obj, str name, Py_ssize_t need, Py_ssize_t readab
     m.data = NULL
     m.rows = NULL
     m.hand_over = False
+    m.integral = False
     if cnp.PyArray_CheckExact(obj) and in_place_dtype(<cnp.ndarray>obj):
         return open_array(<cnp.ndarray>obj, name, need, readable, vocab_size, m)
     if type(obj) is not list and type(obj) is not tuple:
@@ -187,6 +190,7 @@ cdef object open_matrix(object obj, str name, Py_ssize_t need, Py_ssize_t readab
             items = PySequence_Fast_ITEMS(obj)
             size = PySequence_Fast_GET_SIZE(obj)
         return obj
+    m.integral = cnp.PyArray_Check(obj) and dtype_kind(obj) in b"iub"
     return open_array(as_real_array(obj, name), name, need, readable, vocab_size, m)
 
 
@@ -232,7 +236,7 @@ cdef object rows_or_array(object obj, str name, Py_ssize_t readable):
         raise TypeError(f"{name} must be a sequence of rows or a 2-D array, "
                         f"not {type(obj).__name__}")
     if hasattr(obj, "__array__") or is_buffer(obj):
-        return as_real_array(obj, name)
+        return np.asarray(obj)
     return read_items(obj, name, readable)
 
 
@@ -326,6 +330,7 @@ class OwnArithmetic(Exception):
 cdef object FLOAT64_SCALAR = np.float64
 cdef object COMPLEX_SCALAR = np.complexfloating
 cdef long long EXACT_INT_LIMIT = 9007199254740992      # 2**53
+cdef object ONE = 1                                    # an int, standing for an integral array's entry
 
 
 class PythonArithmetic:
@@ -445,6 +450,8 @@ cdef object entry_object(Matrix* m, Py_ssize_t i, Py_ssize_t v, str name):
     ``tolist()``: its entry is the Python float, int or bool (or object) found there."""
     cdef object row
     if m.data != NULL:
+        if m.integral:
+            return PyLong_FromDouble(read_entry(m, i, v, name))    # exact: at most 2**53
         return read_entry(m, i, v, name)
     row = held_row(m, i, v + 1, name)
     if type(row) is list or type(row) is tuple:
@@ -485,11 +492,11 @@ cdef Py_ssize_t quick_entries(Matrix* m, Py_ssize_t i, Py_ssize_t v, Py_ssize_t 
                              double* out, Py_ssize_t* plain_end) noexcept:
     """Copies entries ``[v, stop)`` of row ``i`` to ``out`` up to the first whose
     reading may run user code; returns its index (``stop`` when there is none).
-    The entries before ``plain_end[0]`` are exact floats or an array's."""
+    The entries before ``plain_end[0]`` are exact floats or a float array's."""
     cdef char* data
     cdef PyObject* row
     cdef Py_ssize_t w
-    plain_end[0] = stop
+    plain_end[0] = v if m.integral else stop
     if m.data != NULL:
         data = m.data + i * m.row_stride
         for w in range(v, stop):
@@ -525,8 +532,7 @@ cdef int read_row_pair(Matrix* target, Matrix* draft, Py_ssize_t i, Py_ssize_t n
         stop = quick_entries(draft, i, v, quick_entries(target, i, v, end, p, &p_plain), q,
                              &q_plain)
         if kinds != NULL:       # the entries just copied, before any user code runs
-            record_kinds(sequence_items(target, i), sequence_items(draft, i),
-                         min(p_plain, q_plain, stop), stop, kinds)
+            record_kinds(target, draft, i, min(p_plain, q_plain, stop), stop, kinds)
         if stop == end:
             v = end
             window = min(2 * window, LAST_CHUNK)
@@ -561,18 +567,26 @@ cdef inline PyObject** sequence_items(Matrix* m, Py_ssize_t i) noexcept:
     return NULL
 
 
-cdef void record_kinds(PyObject** p_items, PyObject** q_items, Py_ssize_t v, Py_ssize_t stop,
-                       unsigned char* kinds) noexcept:
-    """``kinds[v:stop]`` for entries copied by ``quick_entries``: floats (subclasses
-    too), or arrays' entries."""
-    cdef Py_ssize_t w
+cdef inline PyObject* array_stand_in(Matrix* m) noexcept:
+    """What ``residual_kind`` takes for an entry of an array row: an int for an
+    integral array (its ``tolist()`` holds ints), else NULL (a float)."""
+    return <PyObject*>ONE if m.integral else NULL
+
+
+cdef void record_kinds(Matrix* target, Matrix* draft, Py_ssize_t i, Py_ssize_t v,
+                       Py_ssize_t stop, unsigned char* kinds) noexcept:
+    """``kinds[v:stop]`` for entries of row ``i`` copied by ``quick_entries``: floats
+    (subclasses too), or arrays' entries."""
+    cdef PyObject** p_items = sequence_items(target, i)
+    cdef PyObject** q_items = sequence_items(draft, i)
     cdef PyObject* p_item
     cdef PyObject* q_item
-    if p_items == NULL and q_items == NULL:
+    cdef Py_ssize_t w
+    if p_items == NULL and q_items == NULL and not (target.integral and draft.integral):
         return
     for w in range(v, stop):
-        p_item = p_items[w] if p_items != NULL else NULL
-        q_item = q_items[w] if q_items != NULL else NULL
+        p_item = p_items[w] if p_items != NULL else array_stand_in(target)
+        q_item = q_items[w] if q_items != NULL else array_stand_in(draft)
         if not (plain_float(p_item) and plain_float(q_item)):    # else SUM_FLOAT, 0 already
             kinds[w] = residual_kind(p_item, q_item)
 
@@ -902,14 +916,12 @@ cdef Py_ssize_t sample_residual(Matrix* target, Matrix* draft, Py_ssize_t i, Py_
     keep_p = in_place_row(target, i, n, "target_probs", &p)
     keep_q = in_place_row(draft, i, n, "draft_probs", &q)
     try:
-        if p.data == NULL or q.data == NULL or p.single != q.single:
+        if (p.data == NULL or q.data == NULL or p.single != q.single
+                or (target.integral and draft.integral)):
             pair = <double*>malloc(2 * max(n, 1) * sizeof(double))
-            if pair == NULL:
+            kinds = <unsigned char*>calloc(max(n, 1), 1)  # the reference's sum() depends on them
+            if pair == NULL or kinds == NULL:
                 raise MemoryError()
-            if sum_is_compensated():     # the reference's sum() depends on the types
-                kinds = <unsigned char*>calloc(max(n, 1), 1)
-                if kinds == NULL:
-                    raise MemoryError()
             read_row_pair(target, draft, i, n, pair, pair + n, kinds)
             p.data = pair
             q.data = pair + n
@@ -1263,8 +1275,10 @@ cdef class CheckedRows:
     cdef Py_ssize_t vocab_size
     cdef ReadLog log
 
-    def __init__(self, object opened, str name, Py_ssize_t vocab_size, ReadLog log):
+    def __init__(self, object opened, str name, Py_ssize_t vocab_size, ReadLog log,
+                 bint integral=False):
         self.keep = open_matrix(opened, name, 0, 0, vocab_size, &self.m)
+        self.m.integral = self.m.integral or (integral and self.m.data != NULL)
         self.name = name
         self.vocab_size = vocab_size
         self.log = log
@@ -1367,8 +1381,11 @@ cdef class UniformReplay:
 
 
 cdef dict hand_to_reference(object draft, object target, object tokens, Py_ssize_t V,
-                            object opened_stream, UniformStream* stream, const double* drawn):
-    """The call run by the reference on the opened arguments, from the start of the
+                            object opened_stream, UniformStream* stream, const double* drawn,
+                            bint draft_integral, bint target_integral):
+    """The call run by the reference on the opened arguments (``*_integral``: the
+    float64 copy of an int or bool array, whose entries the reference gets as ints,
+    as in its ``tolist()``), from the start of the
     stream (the generator's ``stream.used`` values already ``drawn``, then the
     generator ``opened_stream``; or the uniforms given: the list ``opened_stream``,
     or None for an array); the tokens come back as Python ints (R9), as the
@@ -1389,9 +1406,9 @@ cdef dict hand_to_reference(object draft, object target, object tokens, Py_ssize
         source = UniformReplay(values)
     log = ReadLog()
     try:
-        result = reference_sim(CheckedRows(draft, "draft_probs", V, log),
-                               CheckedRows(target, "target_probs", V, log), tokens, V,
-                               random=source)
+        result = reference_sim(CheckedRows(draft, "draft_probs", V, log, draft_integral),
+                               CheckedRows(target, "target_probs", V, log, target_integral),
+                               tokens, V, random=source)
     except TypeError as exc:            # the reference's arithmetic, as on a Decimal
         if log.checking or log.name is None:
             raise
@@ -1443,7 +1460,8 @@ def speculative_decode_sim(draft_probs, target_probs, draft_tokens, vocab_size, 
         n = -1                              # -1: the call goes to the reference
         try:
             if not (own_uniforms and mode == REFERENCE):
-                if target.data != NULL and draft.data != NULL and target.single == draft.single:
+                if (target.data != NULL and draft.data != NULL and target.single == draft.single
+                        and not (target.integral and draft.integral)):
                     n = verify_arrays(&target, &draft, tokens, K, V, mode, &stream, out)
                 else:
                     n = verify_rows(&target, &draft, tokens, draft_tokens, K, V, mode,
@@ -1453,7 +1471,7 @@ def speculative_decode_sim(draft_probs, target_probs, draft_tokens, vocab_size, 
         if n >= 0:
             return new_result(K, n, out, draft_tokens)
         return hand_to_reference(keep_draft, keep_target, draft_tokens, V, keep_stream, &stream,
-                                 room)
+                                 room, draft.integral, target.integral)
     finally:
         if tokens != small_tokens:
             free(tokens)

@@ -21,7 +21,7 @@ cdef inline bint sum_is_compensated() noexcept nogil:
 cdef enum SumKind:
     # How the reference's ``sum()`` adds a residual ``max(0.0, p - q)``, by its Python type.
     SUM_FLOAT = 0        # a float: compensated from CPython 3.12 on
-    SUM_INT = 1          # an int: added as it is, without compensation
+    SUM_INT = 1          # an int: exactly while the ints lead, then as it is
     SUM_OTHER = 2        # anything else (a NumPy float64): from here on, plain additions
 
 cdef enum Semantics:

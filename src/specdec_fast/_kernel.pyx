@@ -9,7 +9,7 @@ of Python objects.  Two samplers and the step built on them:
     ``v`` with ``u <= a_0/z + ... + a_v/z`` (uniform ``1/n`` buckets when
     ``z == 0``; token 0 when no ``v`` qualifies).  ``kinds``: the Python type
     of each ``a_v`` in the reference's list (``SumKind``), on which CPython's
-    ``sum()`` depends from 3.12 on; NULL when all are floats.
+    ``sum()`` depends (ints are summed exactly); NULL when all are floats.
 ``cumulative_sample(p, n, u)``
     R6: the first ``v`` with ``u <= p_0 + ... + p_v``; token 0 when none does.
 ``verify_row(...)``
@@ -30,6 +30,7 @@ Samplers return the token (>= 0), or ``BAD_TARGET`` / ``BAD_DRAFT`` with the
 offending index in ``bad[0]``.
 """
 from libc.float cimport DBL_MAX
+from libc.limits cimport LONG_MAX
 from libc.math cimport fabs
 
 
@@ -117,25 +118,46 @@ cdef inline double residual_at(const real* p, const real* q, Py_ssize_t onehot,
 
 
 cdef struct InterpreterSum:
-    # sum() of CPython 3.12 and later, which starts in a phase for ints, goes on
-    # in one for floats (Neumaier's compensation; ints added as they are) and
-    # ends, at the first item of another type, in plain additions.
+    # sum() of the running CPython: while the items are ints it adds them exactly
+    # (here ``total + compensation``, renormalised, holds their exact sum); the first
+    # other item is added to that sum rounded to a double.  From there on CPython
+    # 3.12 and later compensate the floats (Neumaier; ints added as they are) until
+    # an item of a third type, after which, as always before 3.12 and once the ints
+    # outgrew a C long, additions are plain.
     double total
     double compensation
     unsigned char phase          # a SumKind: SUM_INT, SUM_FLOAT, then SUM_OTHER
+    bint beyond_long             # the ints' sum passed LONG_MAX (CPython left its C fast path)
+
+
+cdef double LONG_LIMIT = <double>LONG_MAX + 1.0      # 2**63 (2**31 where a long has 32 bits)
+
+
+cdef inline void exact_int_add(InterpreterSum* s, double a) noexcept nogil:
+    """Adds the integer ``a`` to the exact sum ``total + compensation`` (Knuth's
+    two-sum, then renormalised): exact while the sum is below 2**105."""
+    cdef double hi = s.total + a
+    cdef double b = hi - s.total
+    cdef double lo = s.compensation + ((s.total - (hi - b)) + (a - b))
+    s.total = hi + lo
+    s.compensation = lo - (s.total - hi)
+    if s.total > LONG_LIMIT or (s.total == LONG_LIMIT and s.compensation >= 0.0):
+        s.beyond_long = True
 
 
 cdef inline void interpreter_sum_add(InterpreterSum* s, double a,
                                      unsigned char kind) noexcept nogil:
-    """Adds ``a``, an item of the given kind, as the running interpreter's sum() does
-    (up to CPython 3.11: left to right, whatever the kind)."""
+    """Adds ``a``, an item of the given kind, as the running interpreter's sum() does."""
     cdef double t
-    if not sum_is_compensated() or s.phase == SUM_OTHER:
+    if s.phase == SUM_INT:
+        if kind == SUM_INT:
+            exact_int_add(s, a)
+            return
+        s.total = (s.total + s.compensation) + a
+        s.compensation = 0.0
+        s.phase = kind if sum_is_compensated() and not s.beyond_long else SUM_OTHER
+    elif s.phase == SUM_OTHER:
         s.total += a
-    elif s.phase == SUM_INT:
-        s.total += a
-        if kind != SUM_INT:
-            s.phase = kind
     elif kind == SUM_FLOAT:
         t = s.total + a
         if fabs(s.total) >= fabs(a):
@@ -151,6 +173,8 @@ cdef inline void interpreter_sum_add(InterpreterSum* s, double a,
 
 
 cdef inline double interpreter_sum_result(const InterpreterSum* s) noexcept nogil:
+    if s.phase == SUM_INT:
+        return s.total + s.compensation     # the ints' sum, rounded (not a case R4 meets)
     if s.phase == SUM_FLOAT and s.compensation != 0.0 and fabs(s.compensation) <= DBL_MAX:
         return s.total + s.compensation
     return s.total
@@ -165,7 +189,7 @@ cdef Py_ssize_t residual_sample_serial(const real* p, const real* q, Py_ssize_t 
     Python objects: ``kinds[v]`` is the kind of ``p[v] - q[v]`` where positive
     (``max`` gives the float ``0.0`` elsewhere); NULL when every one is a float.
     """
-    cdef InterpreterSum z_sum = InterpreterSum(0.0, 0.0, SUM_INT)
+    cdef InterpreterSum z_sum = InterpreterSum(0.0, 0.0, SUM_INT, False)
     cdef double z, t, a, cum = 0.0
     cdef Py_ssize_t v
     for v in range(n):
