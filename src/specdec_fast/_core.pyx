@@ -1420,7 +1420,32 @@ cdef dict hand_to_reference(object draft, object target, object tokens, Py_ssize
 
 def speculative_decode_sim(draft_probs, target_probs, draft_tokens, vocab_size, *,
                            rng=None, uniforms=None, check_all=False, semantics="reference"):
-    """Compiled twin of the reference; see ``specdec_fast.speculative_decode_sim``."""
+    """The verify step of speculative decoding: the reference's function, compiled.
+
+    Returns the reference's dict (``num_draft_tokens``, ``num_accepted``,
+    ``acceptance_rate``, ``tokens``, ``speedup_over_sequential``); given the same
+    uniforms, the reference's very dict.
+
+    Parameters
+    ----------
+    draft_probs : K rows of at least vocab_size probabilities
+        Lists of floats, a 2-D array (float64/float32 read in place), or rows.
+    target_probs : K rows, plus an optional bonus row K
+    draft_tokens : K ints in [0, vocab_size)
+    vocab_size : int >= 1
+        Only the first vocab_size entries of a row are read.
+    rng : None (the default generator), an int seed, or an Rng (advanced)
+    uniforms : 1-D sequence of floats in [0, 1), optional
+        Used instead of rng, in the order the reference calls random.random().
+    check_all : bool
+        Also validate every probability the call may use (O(K*V)); by default
+        only the entries read are checked.
+    semantics : "reference" (default) or "exact"
+        "exact": the papers' algorithm (a draft with q == 0 is rejected and
+        corrected; the bonus only when every draft passed).
+
+    Bad input raises TypeError or ValueError naming the argument and position.
+    """
     cdef Matrix target, draft
     cdef UniformStream stream
     cdef Py_ssize_t small_tokens[2 * SMALL_K + 2]
