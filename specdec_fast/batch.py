@@ -55,8 +55,8 @@ def _array(x, name):
         raise ValueError(f"{name} must be a rectangular array: {exc}") from None
 
 
-def _probabilities(x, name, ndim=3):
-    """A float32/float64 array whose last axis is contiguous (copied only if not)."""
+def _real_array(x, name, ndim=3):
+    """``x`` as an array of real numbers with ``ndim`` dimensions, not yet converted."""
     if x is None:
         raise TypeError(f"{name} must be an array, not None")
     if not isinstance(x, np.ndarray):
@@ -67,12 +67,49 @@ def _probabilities(x, name, ndim=3):
         raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
     if x.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got shape {x.shape}")
+    return x
+
+
+def _kernel_array(x):
+    """A real array as float32/float64 with its last axis contiguous (copied only if not)."""
     if x.dtype not in (np.float32, np.float64):
         x = x.astype(np.float64)
     elif (not x.dtype.isnative or not x.flags.aligned
           or (x.shape[-1] > 1 and x.strides[-1] != x.itemsize)):
         x = np.ascontiguousarray(x)
     return x
+
+
+_EXACT_INT_LIMIT = 2**53
+
+
+def _reference_reads_as_float64(x, name, rows):
+    """Raise unless the reference, run on the ``tolist()`` of ``x``'s first ``rows``
+    rows of each sequence, computes what the kernel computes on its float64 copy.
+    Long doubles keep more bits; ints are subtracted and summed exactly, which
+    doubles do only while values and the residual's sums stay within 2**53 (a
+    residual never sums to more than its target row)."""
+    if x.dtype.kind == "f" and x.dtype.itemsize > 8 and np.finfo(x.dtype).nmant > 52:
+        raise TypeError(f"{name} has dtype {x.dtype}, wider than float64: with "
+                        "semantics='reference' convert it to float64 first, or use "
+                        "speculative_decode_sim, which computes in its arithmetic")
+    if x.dtype.kind not in "iu" or x.size == 0:
+        return
+    big = np.abs(x) > _EXACT_INT_LIMIT if x.dtype.kind == "i" else x > _EXACT_INT_LIMIT
+    if big.any():
+        b, i, v = np.argwhere(big)[0]
+        raise ValueError(f"{name}[{b}, {i}, {v}] = {x[b, i, v]} is beyond 2**53, which float64 "
+                         "cannot hold: with semantics='reference' pass floats, or use "
+                         "speculative_decode_sim, which computes with the ints")
+    if rows == 0 or x.max() <= _EXACT_INT_LIMIT // x.shape[-1]:
+        return
+    sums = np.add.reduce(x[:, :rows].astype(object), axis=-1)
+    over = sums > _EXACT_INT_LIMIT
+    if over.any():
+        b, i = np.argwhere(over)[0]
+        raise ValueError(f"{name}[{b}, {i}] sums to {sums[b, i]}, beyond 2**53: the reference "
+                         "sums its residual's ints exactly, float64 cannot; with "
+                         "semantics='reference' pass floats, or use speculative_decode_sim")
 
 
 def _integers(x, name, shape):
@@ -204,7 +241,10 @@ def verify_batch(draft_probs, target_probs, draft_tokens, *, rng=None, uniforms=
     target_probs : (B, K+1, V) or (B, K, V) array
         The target's distributions; row K (when present) gives the bonus token.
         float32 or float64, any strides; read in place when the last axis is
-        contiguous.  Other real dtypes are converted to float64.
+        contiguous.  Other real dtypes are converted to float64; with
+        semantics="reference", not those whose ``tolist()`` the reference would
+        compute with otherwise (long doubles; ints beyond 2**53, or whose
+        target rows sum beyond it): a TypeError or ValueError says so.
     draft_tokens : (B, K) integer array
     rng : None, int, Rng, (B,) seeds, or a sequence of B Rng
         Where the randomness comes from; see the module docstring.
@@ -236,7 +276,7 @@ def verify_batch(draft_probs, target_probs, draft_tokens, *, rng=None, uniforms=
     if semantics not in ("exact", "reference"):
         raise ValueError(f"semantics must be 'exact' or 'reference', got {semantics!r}")
     greedy = _flag(greedy, "greedy")
-    target = _probabilities(target_probs, "target_probs")
+    target = _real_array(target_probs, "target_probs")
     B, R, V = target.shape
     tokens = _array(draft_tokens, "draft_tokens")
     if tokens.ndim != 2 or tokens.shape[0] != B:
@@ -249,9 +289,16 @@ def verify_batch(draft_probs, target_probs, draft_tokens, *, rng=None, uniforms=
         raise ValueError("target_probs must have a vocabulary of at least 1")
     draft = None
     if draft_probs is not None:
-        draft = _probabilities(draft_probs, "draft_probs")
+        draft = _real_array(draft_probs, "draft_probs")
         if draft.shape != (B, K, V):
             raise ValueError(f"draft_probs must have shape {(B, K, V)}, got {draft.shape}")
+    if semantics == "reference" and not greedy:
+        _reference_reads_as_float64(target, "target_probs", K)
+        if draft is not None:
+            _reference_reads_as_float64(draft, "draft_probs", 0)
+    target = _kernel_array(target)
+    if draft is not None:
+        draft = _kernel_array(draft)
         if draft.dtype != target.dtype:
             target, draft = target.astype(np.float64, copy=False), draft.astype(np.float64, copy=False)
     if num_draft_tokens is None:

@@ -917,6 +917,40 @@ def test_integer_probabilities_and_nested_lists():
                                     uniforms=U.tolist()), want)
 
 
+def test_reference_semantics_takes_integer_rows_only_where_float64_is_exact():
+    """With semantics="reference" a row stands for its tolist(), whose ints the reference
+    subtracts and sums exactly: integer rows within 2**53 (values and the sums of the
+    target's verify rows) give its tokens; beyond, and for long doubles, an error names
+    the argument and the place.  The papers' semantics converts them to float64."""
+    g = np.random.default_rng(28)
+    B, K, V = 40, 2, 5
+    target = g.integers(0, 2**50, (B, K + 1, V))
+    target[:, K] = g.integers(2**52, 2**53, (B, V))        # the bonus row is summed as floats
+    draft = g.integers(0, 2**50, (B, K, V))
+    tokens = g.integers(0, V, (B, K))
+    U = g.random((B, K + 2))
+    got = verify_batch(draft, target, tokens, uniforms=U, semantics="reference")
+    for b in range(B):
+        want, _ = run_reference(draft[b].tolist(), target[b].tolist(), tokens[b].tolist(), V,
+                                U[b].tolist())
+        assert got.tokens[b, :got.num_emitted[b]].tolist() == want["tokens"]
+    big = target.copy()
+    big[3, 1, 2] = 2**53 + 1
+    with pytest.raises(ValueError, match=r"target_probs\[3, 1, 2\] = 9007199254740993"):
+        verify_batch(draft, big, tokens, uniforms=U, semantics="reference")
+    verify_batch(draft, big, tokens, uniforms=U)                        # exact: converted
+    wide = target.copy()
+    wide[5, 0, :2] = 2**53 - 1
+    with pytest.raises(ValueError, match=r"target_probs\[5, 0\] sums to"):
+        verify_batch(draft, wide, tokens, uniforms=U, semantics="reference")
+    with pytest.raises(ValueError, match=r"draft_probs\[0, 0, 0\]"):
+        verify_batch(draft - 2**60, target, tokens, uniforms=U, semantics="reference")
+    if np.finfo(np.longdouble).nmant > 52:
+        with pytest.raises(TypeError, match="target_probs has dtype"):
+            verify_batch(draft, target.astype(np.longdouble), tokens, uniforms=U,
+                         semantics="reference")
+
+
 def test_torch_cpu_tensors():
     torch = pytest.importorskip("torch")
     draft, target, tokens = simple_batch(27, 10, 3, 6, dtype=np.float32)
