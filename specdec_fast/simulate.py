@@ -67,7 +67,9 @@ class SimulationResult:
     accepted: np.ndarray          #: (..., K) int64: steps whose draft passed at position i
 
     mean_tokens: Union[float, np.ndarray]      #: mean tokens emitted per step
-    mean_tokens_ci: np.ndarray    #: (..., 2): normal interval from the sample variance (NaN < 2 trials)
+    #: (..., 2): normal interval from the sample variance (NaN < 2 trials); it covers
+    #: less than its level when few steps reject (zero width when none did)
+    mean_tokens_ci: np.ndarray
     frequencies: np.ndarray       #: (..., K+2): histogram / trials
     frequencies_ci: np.ndarray    #: (..., K+2, 2): Wilson score intervals
     acceptance: np.ndarray        #: (..., K): accepted / reached (NaN where never reached)
@@ -216,7 +218,7 @@ def simulate(draft_probs, target_probs, k=None, *, trials, rng=None, semantics="
     emitted_hist = (emitted_hist * done[..., None]).sum(axis=1)
     token_counts = sum(buffers) if count_tokens else None
     alpha = theory.acceptance_rate(p[:, :K], q) if K else np.zeros((S, 0))
-    alpha = np.asarray(alpha).reshape(S, K)
+    alpha = np.minimum(np.asarray(alpha).reshape(S, K), 1.0)   # normalised rows: at most 1
     return _result(K, V, semantics, bonus, confidence, trials, interrupted,
                    accepted_hist, emitted_hist, alpha, token_counts, batched)
 
@@ -348,7 +350,9 @@ def _tables(p, q, K, bonus, reference):
 # Statistics.
 
 def _wilson(x, n, z):
-    """Wilson score interval for x successes in n trials; [0, 1] where n == 0."""
+    """Wilson score interval for x successes in n trials; [0, 1] where n == 0.  Its
+    ends at x == 0 and x == n are exactly 0 and 1 (the formula's rounding, left
+    alone, would exclude the boundary value, an impossible count's 0 say)."""
     x = np.asarray(x, dtype=np.float64)
     n = np.asarray(n, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -356,8 +360,8 @@ def _wilson(x, n, z):
         denom = 1.0 + z * z / n
         centre = (phat + z * z / (2.0 * n)) / denom
         half = z * np.sqrt(phat * (1.0 - phat) / n + z * z / (4.0 * n * n)) / denom
-    lo = np.where(n > 0, np.clip(centre - half, 0.0, 1.0), 0.0)
-    hi = np.where(n > 0, np.clip(centre + half, 0.0, 1.0), 1.0)
+    lo = np.where((n > 0) & (x > 0), np.clip(centre - half, 0.0, 1.0), 0.0)
+    hi = np.where((n > 0) & (x < n), np.clip(centre + half, 0.0, 1.0), 1.0)
     return phat, np.stack([lo, hi], axis=-1)
 
 

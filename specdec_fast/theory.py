@@ -70,7 +70,9 @@ def acceptance_rate(p, q):
     The probability that a draft token sampled from ``q`` passes the test
     ``u < p(t)/q(t)``, and ``1 - TV(p, q)`` for normalised rows (Leviathan et
     al. 2023, Corollary 3.6).  Returns a float for 1-D inputs, else an array of
-    the broadcast shape without the last axis.
+    the broadcast shape without the last axis.  The sum is rounded: for rows
+    that agree it may exceed 1 by an ulp or so, which the closed forms here take
+    as 1 (up to ``ALPHA_ROUNDING`` above it).
     """
     p = _reals(p, "p", 0.0)
     q = _reals(q, "q", 0.0)
@@ -108,7 +110,7 @@ def expected_tokens(alpha, k=None, *, semantics="exact", bonus=True):
         dist = emitted_distribution(alpha, k, semantics=semantics, bonus=bonus)
         return _out(dist @ np.arange(dist.shape[-1], dtype=np.float64))
     ks = _ks(k)
-    a = _reals(alpha, "alpha", 0.0, 1.0)
+    a = _alphas(alpha)
     try:
         a, ks = np.broadcast_arrays(a, ks)
     except ValueError:
@@ -133,7 +135,7 @@ def emitted_distribution(alpha, k=None, *, semantics="exact", bonus=True):
     """
     semantics = _semantics(semantics)
     bonus = _flag(bonus, "bonus")
-    a = _reals(alpha, "alpha", 0.0, 1.0)
+    a = _alphas(alpha)
     if k is None:
         if a.ndim == 0:
             raise ValueError("alpha must have a last axis of per-position rates when k is None "
@@ -179,7 +181,7 @@ def optimal_k(alpha, cost_ratio, k_max=32, *, semantics="exact", bonus=True):
         raise ValueError(f"k_max must be at most {K_MAX_LIMIT:,}, got {k_max}")
     semantics = _semantics(semantics)
     bonus = _flag(bonus, "bonus")
-    a = _reals(alpha, "alpha", 0.0, 1.0)
+    a = _alphas(alpha)
     c = _reals(cost_ratio, "cost_ratio", 0.0)
     try:
         a, c = np.broadcast_arrays(a, c)
@@ -346,6 +348,18 @@ def _reals(x, name, low=-np.inf, high=np.inf):
             bounds = ""
         raise ValueError(f"{name} must be finite{bounds}, got {float(arr[bad][0])!r}")
     return arr
+
+
+#: How far above 1 an alpha may be and count as 1: a sum of probabilities that add
+#: to 1 (``acceptance_rate`` of a row with itself, say) rounds up by up to about
+#: ``V * 2**-53``.
+ALPHA_ROUNDING = 1e-9
+
+
+def _alphas(x):
+    """Acceptance rates as a float64 array in [0, 1] (values up to ``ALPHA_ROUNDING``
+    above 1 are rounding, and become 1)."""
+    return np.minimum(_reals(x, "alpha", 0.0, 1.0 + ALPHA_ROUNDING), 1.0)
 
 
 def _real(x, name, low=-np.inf, high=np.inf):

@@ -46,6 +46,18 @@ def test_simulate_json(capsys):
             np.testing.assert_allclose(r["alpha"], [a] * r["k"], atol=1e-12)
 
 
+@pytest.mark.parametrize("vocab", ["22", "1005"])
+def test_simulate_alpha_one(vocab, capsys):
+    """alpha = 1: the synthetic draft equals its target, whose normalised rows' alpha
+    rounds above 1 at these sizes; every step emits K + 1 tokens."""
+    code, out, err = run(["simulate", "--alpha", "1", "--vocab", vocab, "--k", "1-3",
+                          "--trials", "2000", "--json", "--no-progress"], capsys)
+    assert code == 0, err
+    entry = json.loads(out)["scenarios"][0]
+    assert [r["tokens"] for r in entry["rows"]] == [2.0, 3.0, 4.0]
+    assert [r["tokens_closed_form"] for r in entry["rows"]] == [2.0, 3.0, 4.0]
+
+
 def test_simulate_table_and_semantics(capsys):
     code, out, _ = run(["simulate", "--alpha", "0.6", "--k", "1-3", "--trials", "5000",
                         "--semantics", "reference", "--no-progress"], capsys)

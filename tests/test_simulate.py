@@ -150,6 +150,21 @@ def test_first_k_rows_and_k_zero():
     assert not z.bonus and z.mean_tokens == 0.0 and z.expected_tokens == 0.0
 
 
+def test_identical_rows_and_intervals_at_the_boundaries():
+    """A draft equal to its target (rows whose sum rounds above 1): alpha is 1, every
+    draft passes, and the Wilson intervals reach exactly 1 for the certain counts and
+    exactly 0 for the impossible ones."""
+    row = np.array([14.0, 16.0, 4.0, 13.0, 11.0, 16.0, 14.0])
+    assert theory.acceptance_rate(row / row.sum(), row / row.sum()) > 1.0
+    rows = np.tile(row, (3, 1))
+    r = simulate(rows[:2], rows, 2, trials=2000, rng=5)
+    assert r.alpha.tolist() == [1.0, 1.0] and r.expected_tokens == 3.0
+    assert r.histogram.tolist() == [0, 0, 0, 2000] and r.mean_tokens == 3.0
+    assert (r.acceptance_ci[:, 1] == 1.0).all()
+    assert (r.frequencies_ci[:3, 0] == 0.0).all() and r.frequencies_ci[3, 1] == 1.0
+    assert (r.frequencies_ci[:3, 1] > 0.0).all() and r.frequencies_ci[3, 0] < 1.0
+
+
 def test_emitted_tokens_follow_the_target():
     """Speculative sampling's guarantee: the token at output slot i is distributed as p_i."""
     draft, target = zipf_rows(12, [0.5, 0.8, 0.4], exponent=0.8, rng=4)

@@ -225,6 +225,20 @@ def test_acceptance_rate():
     assert theory.acceptance_rate(rows[None], rows[:, None]).shape == (3, 3)
 
 
+def test_alpha_rounded_above_one_counts_as_one():
+    """acceptance_rate of a normalised row with itself may round above 1; the closed
+    forms take alphas up to ALPHA_ROUNDING above 1 as 1, and refuse more."""
+    p = np.array([1.0, 6.0, 3.0, 3.0]) / 13.0
+    alpha = theory.acceptance_rate(p, p)
+    assert 1.0 < alpha <= 1.0 + theory.ALPHA_ROUNDING       # this row's sum rounds up
+    assert theory.expected_tokens(alpha, 4) == 5.0
+    assert theory.speedup(alpha, 4, 0.0) == 5.0
+    assert theory.optimal_k([alpha, 1.0], 0.1).tolist() == [theory.optimal_k(1.0, 0.1)] * 2
+    assert theory.emitted_distribution([alpha, alpha]).tolist() == [0.0, 0.0, 0.0, 1.0]
+    with pytest.raises(ValueError, match="alpha must be finite and in"):
+        theory.expected_tokens(1.0 + 2 * theory.ALPHA_ROUNDING, 4)
+
+
 def test_bad_inputs():
     with pytest.raises(ValueError, match="alpha"):
         theory.expected_tokens(1.5, 2)
