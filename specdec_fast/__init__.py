@@ -1,7 +1,6 @@
 """specdec_fast: the exact, fast verify step of draft-target speculative decoding."""
 try:
-    from specdec_fast._core import get_default_rng, seed
-    from specdec_fast._rng import Rng
+    from specdec_fast import _batch, _core, _kernel, _rng, _simulate  # noqa: F401  compiled
 except ImportError as exc:  # pragma: no cover - exercised only on a broken install
     raise ImportError(
         "specdec_fast's compiled core is missing or failed to load "
@@ -9,7 +8,8 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
         "(or `python setup.py build_ext --inplace` for development)."
     ) from exc
 
-from specdec_fast._core import speculative_decode_sim  # noqa: E402
+from specdec_fast._core import get_default_rng, seed, speculative_decode_sim  # noqa: E402
+from specdec_fast._rng import Rng  # noqa: E402
 from specdec_fast.batch import VerifyResult, verify_batch  # noqa: E402
 from specdec_fast import synthetic, theory  # noqa: E402
 from specdec_fast.simulate import SimulationResult, simulate  # noqa: E402
