@@ -1,8 +1,10 @@
 from typing import Any, Literal, Sequence
 
+import numpy as np
+
 from specdec_fast._rng import Rng
 
-def seed(value: int | None = None) -> None: ...
+def seed(value: int | np.integer[Any] | None = None) -> None: ...
 def get_default_rng() -> Rng: ...
 def speculative_decode_sim(
     draft_probs: Any,
@@ -10,9 +12,9 @@ def speculative_decode_sim(
     draft_tokens: Sequence[int] | Any,
     vocab_size: int,
     *,
-    rng: Rng | int | None = None,
+    rng: Rng | int | np.integer[Any] | None = None,
     uniforms: Sequence[float] | Any | None = None,
-    check_all: bool = False,
+    check_all: bool | np.bool_ = False,
     semantics: Literal["reference", "exact"] = "reference",
 ) -> dict[str, Any]: ...
 def call_floor(
@@ -21,9 +23,9 @@ def call_floor(
     draft_tokens: Sequence[int] | Any,
     vocab_size: int,
     *,
-    rng: Rng | int | None = None,
+    rng: Rng | int | np.integer[Any] | None = None,
     uniforms: Sequence[float] | Any | None = None,
-    check_all: bool = False,
+    check_all: bool | np.bool_ = False,
     semantics: Literal["reference", "exact"] = "reference",
 ) -> dict[str, Any]: ...
 
@@ -38,11 +40,11 @@ class CheckedRows:
         self, opened: Any, name: str, vocab_size: int, log: ReadLog, integral: bool = False
     ) -> None: ...
     def __len__(self) -> int: ...
-    def __getitem__(self, i: int) -> CheckedRow: ...
+    def __getitem__(self, i: int, /) -> CheckedRow: ...
 
 class CheckedRow:
     def __init__(self, rows: CheckedRows, i: int) -> None: ...
-    def __getitem__(self, index: int) -> Any: ...
+    def __getitem__(self, index: int, /) -> Any: ...
 
 class UniformReplay:
     def __init__(self, values: list[Any], rng: Rng | None = None) -> None: ...

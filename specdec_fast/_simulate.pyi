@@ -10,11 +10,16 @@ def alias_tables(
 def chunk_states(keys: npt.ArrayLike, chunks: int) -> npt.NDArray[np.uint64]: ...
 
 class Scenarios:
-    S: int
-    K: int
-    V: int
-    bonus: bool
-    reference: bool
+    @property
+    def S(self) -> int: ...
+    @property
+    def K(self) -> int: ...
+    @property
+    def V(self) -> int: ...
+    @property
+    def bonus(self) -> bool: ...
+    @property
+    def reference(self) -> bool: ...
     def __init__(
         self,
         q_prob: npt.NDArray[np.float64],

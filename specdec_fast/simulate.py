@@ -216,7 +216,7 @@ def simulate(draft_probs, target_probs, k=None, *, trials, rng=None, semantics="
 
     accepted_hist = (accepted_hist * done[..., None]).sum(axis=1)
     emitted_hist = (emitted_hist * done[..., None]).sum(axis=1)
-    token_counts = sum(buffers) if count_tokens else None
+    token_counts = sum(b for b in buffers if b is not None) if count_tokens else None
     alpha = theory.acceptance_rate(p[:, :K], q) if K else np.zeros((S, 0))
     alpha = np.minimum(np.asarray(alpha).reshape(S, K), 1.0)   # normalised rows: at most 1
     return _result(K, V, semantics, bonus, confidence, trials, interrupted,
