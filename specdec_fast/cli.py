@@ -441,6 +441,7 @@ def run_simulate(args):
         f"synthetic Zipf-like pairs (exponent {args.exponent:g})",
         "interrupted": interrupted,
         "k_requested": ks,
+        "k_limit": draft.shape[1] if args.probs is not None else None,   # the file's rows
         "scenarios": [],
     }
     for s in range(S):
@@ -510,7 +511,9 @@ def _print_simulation(report):
                      f"the simulation's best is K = {entry['best_k_simulated']}")
             edge = ""
             if best["k"] == max(report["k_requested"]) and len(entry["rows"]) > 1:
-                edge = "; the largest K tried: try a wider --k"
+                edge = ("; the largest K the file's draft rows allow"
+                        if best["k"] == report["k_limit"] else
+                        "; the largest K tried: try a wider --k")
             which = "best K so far" if report["interrupted"] else "best K"
             print(f"  {which} = {best['k']}: {best['tokens_closed_form']:.2f} tokens per step, "
                   f"{best['speedup_closed_form']:.2f}x the speed of plain decoding "

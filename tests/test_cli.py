@@ -72,6 +72,27 @@ def test_simulate_table_and_semantics(capsys):
     assert "2.0000 ± 0.0000" in lines[0]
 
 
+def test_best_k_at_the_edge_hints_only_where_k_can_grow(tmp_path, capsys):
+    """The best K is the largest tried: a wider --k is suggested for synthetic pairs,
+    not for a --probs file whose draft rows allow no larger K."""
+    d1, t1 = zipf_rows(50, [0.99, 0.99, 0.99], rng=1)
+    path = tmp_path / "probs.npz"
+    np.savez(path, draft=d1, target=t1)
+    code, out, err = run(["simulate", "--probs", str(path), "--trials", "2000",
+                          "--no-progress", "--cost-ratio", "0.01"], capsys)
+    assert code == 0, err
+    assert "best K = 3" in out and "the largest K the file's draft rows allow" in out
+    assert "try a wider --k" not in out
+    code, out, err = run(["simulate", "--probs", str(path), "--k", "1-2", "--trials", "2000",
+                          "--no-progress", "--cost-ratio", "0.01"], capsys)
+    assert code == 0, err
+    assert "best K = 2" in out and "try a wider --k" in out
+    code, out, err = run(["simulate", "--alpha", "0.99", "--k", "1-3", "--trials", "2000",
+                          "--no-progress", "--cost-ratio", "0.01"], capsys)
+    assert code == 0, err
+    assert "best K = 3" in out and "try a wider --k" in out
+
+
 def test_simulate_same_seed_same_output(capsys):
     argv = ["simulate", "--alpha", "0.7", "--k", "2", "--trials", "3000", "--json",
             "--no-progress", "--seed", "5"]
