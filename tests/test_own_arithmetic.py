@@ -97,7 +97,8 @@ def test_uniforms_with_their_own_arithmetic():
         assert_same(fast_sim(d, t, tokens, V, uniforms=U), want)
         assert_same(fast_sim(draft, target, tokens, V, uniforms=U), want)
         differ += run_reference(d, t, tokens, V, [float(u) for u in U])[0] != want
-    assert differ >= 3
+    if np.lib.NumpyVersion(np.__version__) >= "2.0.0":
+        assert differ >= 3      # NEP 50: float32 with a float stays float32 (before: float64)
 
 
 def test_other_uniforms_are_read_as_doubles_in_a_handed_over_call():
