@@ -134,7 +134,7 @@ def _uniforms(uniforms, B):
     bad = ~((u >= 0.0) & (u < 1.0))
     if bad.any():
         b, j = np.argwhere(bad)[0]
-        raise ValueError(f"uniforms[{b}][{j}] = {u[b, j]!r} is outside [0, 1)")
+        raise ValueError(f"uniforms[{b}][{j}] = {float(u[b, j])!r} is outside [0, 1)")
     return u
 
 

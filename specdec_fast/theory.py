@@ -21,7 +21,7 @@ al. 2023), evaluated here as a sum so that ``alpha = 1`` (``K + 1`` tokens) and
 Two variants, selected by keyword:
 
 ``semantics="reference"``
-    The reference implementation's rule R6 (``shared/reference-semantics.md``)
+    The reference implementation's rule R6 (the README's *Semantics*)
     also draws the bonus token after a rejection at the last position ``K``, so
     that outcome emits ``K + 1`` tokens instead of ``K``:
     ``E_ref = E_exact + alpha_1 ... alpha_{K-1} (1 - alpha_K)``, which for one

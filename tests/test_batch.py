@@ -23,6 +23,7 @@ with fresh seeds each chi-square / z check would fail falsely with probability
 about ALPHA = 1e-4 (the docstrings give the per-test rate).
 """
 import math
+import re
 import threading
 from statistics import NormalDist
 
@@ -1073,7 +1074,8 @@ def test_bad_types_raise_type_error(name):
     (dict(greedy=1), TypeError, r"greedy must be a bool, not int"),
     (dict(greedy=True, rng="x"), TypeError, r"rng must be"),
     (dict(greedy=True, rng=-1), ValueError, r"rng = -1"),
-    (dict(greedy=True, uniforms=np.full((4, 5), 5.0)), ValueError, r"uniforms\[0\]\[0\]"),
+    (dict(greedy=True, uniforms=np.full((4, 5), 5.0)), ValueError,
+     r"uniforms\[0\]\[0\] = 5\.0 is outside"),
     (dict(greedy=True, uniforms=np.zeros((4, 5)), rng=1), ValueError, r"not both"),
 ], ids=lambda x: repr(x)[:40] if not isinstance(x, dict) else "-".join(map(str, x)))
 def test_bad_arguments_are_named_with_their_position(change, exc, message):
@@ -1172,7 +1174,8 @@ def test_invalid_probabilities_raise_only_where_read(dtype, uniforms, read, unre
         for value in BAD_VALUES:
             for which, i, v in read:
                 args = _row2_batch(dtype, which, i, v, value)
-                with pytest.raises(ValueError, match=rf"{which}\[2\]\[{i}\]\[{v}\]"):
+                shown = re.escape(repr(float(dtype(value))))      # the value as a float
+                with pytest.raises(ValueError, match=rf"{which}\[2\]\[{i}\]\[{v}\] = {shown}:"):
                     verify_batch(*args, uniforms=U, semantics=semantics)
             for which, i, v in unread:
                 args = _row2_batch(dtype, which, i, v, value)

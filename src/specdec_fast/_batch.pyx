@@ -206,5 +206,5 @@ def failure_error(failure, target, draft, tokens):
         return ValueError(f"uniforms[{b}]: the row needs more uniforms than given "
                           f"(ran out at position {row})")
     name, arr = ("target_probs", target) if error == BAD_TARGET_VALUE else ("draft_probs", draft)
-    return ValueError(f"{name}[{b}][{row}][{index}] = {arr[b, row, index]!r}: "
+    return ValueError(f"{name}[{b}][{row}][{index}] = {float(arr[b, row, index])!r}: "
                       "probabilities must be finite and non-negative")
