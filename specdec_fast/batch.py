@@ -83,33 +83,44 @@ def _kernel_array(x):
 _EXACT_INT_LIMIT = 2**53
 
 
-def _reference_reads_as_float64(x, name, rows):
-    """Raise unless the reference, run on the ``tolist()`` of ``x``'s first ``rows``
-    rows of each sequence, computes what the kernel computes on its float64 copy.
-    Long doubles keep more bits; ints are subtracted and summed exactly, which
-    doubles do only while values and the residual's sums stay within 2**53 (a
-    residual never sums to more than its target row)."""
-    if x.dtype.kind == "f" and x.dtype.itemsize > 8 and np.finfo(x.dtype).nmant > 52:
-        raise TypeError(f"{name} has dtype {x.dtype}, wider than float64: with "
-                        "semantics='reference' convert it to float64 first, or use "
-                        "speculative_decode_sim, which computes in its arithmetic")
-    if x.dtype.kind not in "iu" or x.size == 0:
+def _wider_than_double(x):
+    return x.dtype.kind == "f" and x.dtype.itemsize > 8 and np.finfo(x.dtype).nmant > 52
+
+
+def _reference_reads_as_float64(target, draft, K):
+    """Raise unless the reference, run on each sequence's rows as their ``tolist()``,
+    computes what the kernel computes on float64 copies.  Long doubles keep more
+    bits, wherever they are.  Ints matter only where the reference computes with
+    two of them, ``p - q``, ``p / q`` and the residual's sum (a float or one-hot
+    draft makes every residual a float, and a float with an int rounds the int as
+    the copy does): those are exact in doubles while the values and the sums of
+    the target's verify rows stay within 2**53 (a residual never sums to more)."""
+    for x, name in ((target, "target_probs"), (draft, "draft_probs")):
+        if x is not None and _wider_than_double(x):
+            raise TypeError(f"{name} has dtype {x.dtype}, wider than float64: with "
+                            "semantics='reference' convert it to float64 first, or use "
+                            "speculative_decode_sim, which computes in its arithmetic")
+    if draft is None or target.dtype.kind not in "iub" or draft.dtype.kind not in "iub":
         return
-    big = np.abs(x) > _EXACT_INT_LIMIT if x.dtype.kind == "i" else x > _EXACT_INT_LIMIT
-    if big.any():
-        b, i, v = np.argwhere(big)[0]
-        raise ValueError(f"{name}[{b}, {i}, {v}] = {x[b, i, v]} is beyond 2**53, which float64 "
-                         "cannot hold: with semantics='reference' pass floats, or use "
-                         "speculative_decode_sim, which computes with the ints")
-    if rows == 0 or x.max() <= _EXACT_INT_LIMIT // x.shape[-1]:
+    hint = ("with semantics='reference' pass floats, or use speculative_decode_sim, "
+            "which computes with the ints")
+    verify_rows = target[:, :K]
+    for x, name in ((verify_rows, "target_probs"), (draft, "draft_probs")):
+        if x.dtype.kind == "b" or x.size == 0:
+            continue
+        big = (x > _EXACT_INT_LIMIT) | (x < -_EXACT_INT_LIMIT)
+        if big.any():
+            b, i, v = np.argwhere(big)[0]
+            raise ValueError(f"{name}[{b}, {i}, {v}] = {x[b, i, v]} is beyond 2**53, where the "
+                             f"reference's int arithmetic is not float64's: {hint}")
+    if verify_rows.size == 0 or verify_rows.max() <= _EXACT_INT_LIMIT // target.shape[-1]:
         return
-    sums = np.add.reduce(x[:, :rows].astype(object), axis=-1)
+    sums = np.add.reduce(verify_rows.astype(object), axis=-1)
     over = sums > _EXACT_INT_LIMIT
     if over.any():
         b, i = np.argwhere(over)[0]
-        raise ValueError(f"{name}[{b}, {i}] sums to {sums[b, i]}, beyond 2**53: the reference "
-                         "sums its residual's ints exactly, float64 cannot; with "
-                         "semantics='reference' pass floats, or use speculative_decode_sim")
+        raise ValueError(f"target_probs[{b}, {i}] sums to {sums[b, i]}, beyond 2**53: the "
+                         f"reference sums its residual's ints exactly, float64 cannot: {hint}")
 
 
 def _integers(x, name, shape):
@@ -124,17 +135,24 @@ def _integers(x, name, shape):
     return np.ascontiguousarray(x, dtype=np.intp)
 
 
-def _uniforms(uniforms, B):
-    u = _array(uniforms, "uniforms")
-    if u.dtype.kind not in "fiu":
-        raise TypeError(f"uniforms must hold real numbers, got dtype {u.dtype}")
-    if u.ndim != 2 or u.shape[0] != B:
-        raise ValueError(f"uniforms must have shape (B={B}, M), got {u.shape}")
-    u = np.ascontiguousarray(u, dtype=np.float64)
+def _uniforms(uniforms, B, semantics):
+    given = _array(uniforms, "uniforms")
+    if given.dtype.kind not in "fiu":
+        raise TypeError(f"uniforms must hold real numbers, got dtype {given.dtype}")
+    if given.ndim != 2 or given.shape[0] != B:
+        raise ValueError(f"uniforms must have shape (B={B}, M), got {given.shape}")
+    if semantics == "reference" and _wider_than_double(given):
+        raise TypeError(f"uniforms has dtype {given.dtype}, wider than float64, in which the "
+                        "reference would compare: with semantics='reference' convert it to "
+                        "float64 first, or use speculative_decode_sim")
+    u = np.ascontiguousarray(given, dtype=np.float64)
     bad = ~((u >= 0.0) & (u < 1.0))
     if bad.any():
         b, j = np.argwhere(bad)[0]
-        raise ValueError(f"uniforms[{b}][{j}] = {float(u[b, j])!r} is outside [0, 1)")
+        note = "" if given.dtype.kind != "f" or given.dtype.itemsize <= 8 else (
+            f" as float64 (given as {given.dtype} "
+            f"{np.format_float_positional(given[b, j], precision=21, unique=False, trim='-')})")
+        raise ValueError(f"uniforms[{b}][{j}] = {float(u[b, j])!r}{note} is outside [0, 1)")
     return u
 
 
@@ -243,14 +261,16 @@ def verify_batch(draft_probs, target_probs, draft_tokens, *, rng=None, uniforms=
         float32 or float64, any strides; read in place when the last axis is
         contiguous.  Other real dtypes are converted to float64; with
         semantics="reference", not those whose ``tolist()`` the reference would
-        compute with otherwise (long doubles; ints beyond 2**53, or whose
-        target rows sum beyond it): a TypeError or ValueError says so.
+        compute with otherwise (long doubles; where draft and target both hold
+        ints, values beyond 2**53 or target rows summing beyond it): a TypeError
+        or ValueError says so.
     draft_tokens : (B, K) integer array
     rng : None, int, Rng, (B,) seeds, or a sequence of B Rng
         Where the randomness comes from; see the module docstring.
     uniforms : (B, M) floats in [0, 1), optional
         Replay: row b consumes uniforms[b] in the reference's order (one per
-        accept test, one per correction, one for the bonus).
+        accept test, one per correction, one for the bonus).  Read as float64
+        (long doubles: only with semantics="exact").
     num_draft_tokens : (B,) ints in [0, K], optional
         Row b uses only its first n_b drafts; its bonus comes from row n_b.
     semantics : "exact" or "reference"
@@ -293,9 +313,7 @@ def verify_batch(draft_probs, target_probs, draft_tokens, *, rng=None, uniforms=
         if draft.shape != (B, K, V):
             raise ValueError(f"draft_probs must have shape {(B, K, V)}, got {draft.shape}")
     if semantics == "reference" and not greedy:
-        _reference_reads_as_float64(target, "target_probs", K)
-        if draft is not None:
-            _reference_reads_as_float64(draft, "draft_probs", 0)
+        _reference_reads_as_float64(target, draft, K)
     target = _kernel_array(target)
     if draft is not None:
         draft = _kernel_array(draft)
@@ -323,7 +341,7 @@ def verify_batch(draft_probs, target_probs, draft_tokens, *, rng=None, uniforms=
     if uniforms is not None:
         if rng is not None:
             raise ValueError("pass rng or uniforms, not both")
-        replay = _uniforms(uniforms, B)
+        replay = _uniforms(uniforms, B, semantics)
     else:
         source = _rng_source(rng, B)
     if out is not None:

@@ -946,10 +946,27 @@ def test_reference_semantics_takes_integer_rows_only_where_float64_is_exact():
         verify_batch(draft, wide, tokens, uniforms=U, semantics="reference")
     with pytest.raises(ValueError, match=r"draft_probs\[0, 0, 0\]"):
         verify_batch(draft - 2**60, target, tokens, uniforms=U, semantics="reference")
+    lowest = draft.copy()
+    lowest[1, 1, 1] = np.iinfo(np.int64).min
+    with pytest.raises(ValueError, match=r"draft_probs\[1, 1, 1\] = -9223372036854775808"):
+        verify_batch(lowest, target, tokens, uniforms=U, semantics="reference")
+    # With a float draft every residual is a float, and the reference rounds an int
+    # it computes with a float as the float64 copy does: big ints are exact there.
+    fdraft = draft / 2**50
+    for t in (big, wide):
+        got = verify_batch(fdraft, t, tokens, uniforms=U, semantics="reference")
+        for b in range(B):
+            want, _ = run_reference(fdraft[b].tolist(), t[b].tolist(), tokens[b].tolist(), V,
+                                    U[b].tolist())
+            assert got.tokens[b, :got.num_emitted[b]].tolist() == want["tokens"]
     if np.finfo(np.longdouble).nmant > 52:
         with pytest.raises(TypeError, match="target_probs has dtype"):
             verify_batch(draft, target.astype(np.longdouble), tokens, uniforms=U,
                          semantics="reference")
+        with pytest.raises(TypeError, match="uniforms has dtype"):
+            verify_batch(draft, target, tokens, uniforms=U.astype(np.longdouble),
+                         semantics="reference")
+        verify_batch(draft, target, tokens, uniforms=U.astype(np.longdouble))    # exact
 
 
 def test_torch_cpu_tensors():
