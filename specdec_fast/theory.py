@@ -70,9 +70,8 @@ def acceptance_rate(p, q):
     The probability that a draft token sampled from ``q`` passes the test
     ``u < p(t)/q(t)``, and ``1 - TV(p, q)`` for normalised rows (Leviathan et
     al. 2023, Corollary 3.6).  Returns a float for 1-D inputs, else an array of
-    the broadcast shape without the last axis.  The sum is rounded: for rows
-    that agree it may exceed 1 by an ulp or so, which the closed forms here take
-    as 1 (up to ``ALPHA_ROUNDING`` above it).
+    the broadcast shape without the last axis.  At most 1: ``alpha <= sum(q)``,
+    and a sum that rounds above 1 (rows that agree, float32 rows) is 1.
     """
     p = _reals(p, "p", 0.0)
     q = _reals(q, "q", 0.0)
@@ -82,7 +81,7 @@ def acceptance_rate(p, q):
         raise ValueError(f"p and q must have the same vocabulary size, got "
                          f"{p.shape[-1]} and {q.shape[-1]}")
     try:
-        alpha = np.minimum(p, q).sum(axis=-1)
+        alpha = np.minimum(np.minimum(p, q).sum(axis=-1), 1.0)
     except ValueError:
         raise ValueError(f"p and q do not broadcast: shapes {p.shape} and {q.shape}") from None
     return float(alpha) if alpha.ndim == 0 else alpha
@@ -350,9 +349,8 @@ def _reals(x, name, low=-np.inf, high=np.inf):
     return arr
 
 
-#: How far above 1 an alpha may be and count as 1: a sum of probabilities that add
-#: to 1 (``acceptance_rate`` of a row with itself, say) rounds up by up to about
-#: ``V * 2**-53``.
+#: How far above 1 an alpha may be and count as 1: a float64 sum of probabilities
+#: that add to 1 rounds up by up to about ``V * 2**-53``.
 ALPHA_ROUNDING = 1e-9
 
 
