@@ -67,6 +67,10 @@ def alpha_list(text):
     return _number_list(text, 0.0, 1.0)
 
 
+# The largest K that --k takes.
+MAX_K = 1024
+
+
 def k_range(text):
     """``1-12``, ``1,2,4,8`` or ``1-4,8,16``: distinct non-negative ints, sorted."""
     ks = set()
@@ -79,8 +83,8 @@ def k_range(text):
         hi = int(m.group(2)) if m.group(2) is not None else lo
         if hi < lo:
             raise argparse.ArgumentTypeError(f"{part!r} is an empty range")
-        if hi > 1024:
-            raise argparse.ArgumentTypeError(f"{hi} is too large (at most 1024)")
+        if hi > MAX_K:
+            raise argparse.ArgumentTypeError(f"{hi} is too large (at most {MAX_K})")
         ks.update(range(lo, hi + 1))
     return sorted(ks)
 
@@ -441,7 +445,7 @@ def run_simulate(args):
         f"synthetic Zipf-like pairs (exponent {args.exponent:g})",
         "interrupted": interrupted,
         "k_requested": ks,
-        "k_limit": draft.shape[1] if args.probs is not None else None,   # the file's rows
+        "k_limit": min(draft.shape[1], MAX_K) if args.probs is not None else MAX_K,
         "scenarios": [],
     }
     for s in range(S):
@@ -511,9 +515,10 @@ def _print_simulation(report):
                      f"the simulation's best is K = {entry['best_k_simulated']}")
             edge = ""
             if best["k"] == max(report["k_requested"]) and len(entry["rows"]) > 1:
-                edge = ("; the largest K the file's draft rows allow"
-                        if best["k"] == report["k_limit"] else
-                        "; the largest K tried: try a wider --k")
+                edge = ("; the largest K tried: try a wider --k"
+                        if best["k"] < report["k_limit"] else
+                        "; the largest K the file's draft rows allow"
+                        if entry["alpha"] is None else "; the largest K --k takes")
             which = "best K so far" if report["interrupted"] else "best K"
             print(f"  {which} = {best['k']}: {best['tokens_closed_form']:.2f} tokens per step, "
                   f"{best['speedup_closed_form']:.2f}x the speed of plain decoding "

@@ -91,6 +91,11 @@ def test_best_k_at_the_edge_hints_only_where_k_can_grow(tmp_path, capsys):
                           "--no-progress", "--cost-ratio", "0.01"], capsys)
     assert code == 0, err
     assert "best K = 3" in out and "try a wider --k" in out
+    code, out, err = run(["simulate", "--alpha", "1", "--k", "1023,1024", "--trials", "20",
+                          "--no-progress", "--cost-ratio", "0"], capsys)
+    assert code == 0, err
+    assert "best K = 1024" in out and "the largest K --k takes" in out
+    assert "try a wider --k" not in out
 
 
 def test_simulate_same_seed_same_output(capsys):
