@@ -761,6 +761,20 @@ class PlainFloat(float):
     """A float subclass that keeps float's arithmetic: ``x - y`` gives a float."""
 
 
+def _bucket_end_cases(seed, count, v_low, v_high, make_rows):
+    """(V, draft, target, ends, v) for ``count`` draws of ``make_rows(g, V)`` (one
+    rejected draft, token V - 1): ``ends`` the reference's residual bucket ends,
+    ``v`` a random bucket with a nonempty end inside (0, 1); other draws skipped."""
+    g = np.random.default_rng(seed)
+    for _ in range(count):
+        V = int(g.integers(v_low, v_high))
+        draft, target = make_rows(g, V)
+        ends = residual_bucket_ends(target[0], draft[0], V)
+        v = int(g.integers(0, V - 1))
+        if 0.0 < ends[v] < 1.0 and not (v > 0 and ends[v - 1] == ends[v]):
+            yield V, draft, target, ends, v
+
+
 def _typed_residual_case(g, V):
     """Rows whose entries are floats, NumPy float64 scalars, ints, bools and float
     subclasses, mixing sizes near 1 with ones near 1e-16 so that compensated and
@@ -808,15 +822,8 @@ def test_residual_sum_follows_the_python_types_of_list_entries():
     bit of z.  On CPython >= 3.12 the same values as plain floats must give another
     token in some cases (so the types are what decides); deterministic seed.
     """
-    g = np.random.default_rng(41)
     decided_by_types = 0
-    for _ in range(400):
-        V = int(g.integers(3, 30))
-        draft, target = _typed_residual_case(g, V)
-        ends = residual_bucket_ends(target[0], draft[0], V)
-        v = int(g.integers(0, V - 1))
-        if not 0.0 < ends[v] < 1.0 or (v > 0 and ends[v - 1] == ends[v]):
-            continue
+    for V, draft, target, ends, v in _bucket_end_cases(41, 400, 3, 30, _typed_residual_case):
         U = [0.5, float(ends[v])]
         fast, used = check(draft, target, [V - 1], V, U)
         assert used == 2 and fast["tokens"] == [v]
@@ -869,15 +876,8 @@ def test_residual_sum_of_ints_is_exact(form):
     ints, integer arrays, which stand for their ``tolist()``, buffers) must give the
     reference's token with the correction draw on the reference's bucket ends, and
     in some cases a double sum must give another token (deterministic seed)."""
-    g = np.random.default_rng(53)
     decided_by_exactness = 0
-    for _ in range(150):
-        V = int(g.integers(3, 12))
-        draft, target = _large_int_rows(g, V)
-        ends = residual_bucket_ends(target[0], draft[0], V)
-        v = int(g.integers(0, V - 1))
-        if not 0.0 < ends[v] < 1.0 or (v > 0 and ends[v - 1] == ends[v]):
-            continue
+    for V, draft, target, ends, v in _bucket_end_cases(53, 150, 3, 12, _large_int_rows):
         if form == "lists":
             d, t = draft, target
         elif form == "int64":
