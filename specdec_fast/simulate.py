@@ -218,7 +218,7 @@ def simulate(draft_probs, target_probs, k=None, *, trials, rng=None, semantics="
     emitted_hist = (emitted_hist * done[..., None]).sum(axis=1)
     token_counts = sum(b for b in buffers if b is not None) if count_tokens else None
     alpha = theory.acceptance_rate(p[:, :K], q) if K else np.zeros((S, 0))
-    alpha = np.minimum(np.asarray(alpha).reshape(S, K), 1.0)   # normalised rows: at most 1
+    alpha = np.asarray(alpha).reshape(S, K)
     return _result(K, V, semantics, bonus, confidence, trials, interrupted,
                    accepted_hist, emitted_hist, alpha, token_counts, batched)
 
