@@ -924,6 +924,23 @@ def test_ints_in_the_residual_sum_as_in_cpython(form, draft_row, target_row, tok
     assert used == 2 and fast["tokens"] == want
 
 
+def test_ints_past_a_c_long_then_floats_add_plainly():
+    """Once the leading ints' sum passes a C long (2**63 here: 1024 times 2**53),
+    CPython's sum() leaves its fast paths and adds everything after plainly, from
+    3.12 on too: three 1000.0s are each lost against 2**63 (half an ulp is 1024),
+    where a compensated sum would keep them and round z up to 2**63 + 2048.  The
+    draw on the reference's bucket end at 0.5 then tells the two apart."""
+    V = 1028
+    target = [[2**53] * 1024 + [1000.0, 1000.0, 1000.0, 0]]
+    draft = [[0] * (V - 1) + [1]]
+    assert sum(max(0.0, p - q) for p, q in zip(target[0], draft[0])) == 2.0**63
+    U = [0.5, 0.5]
+    fast, used = check(draft, target, [V - 1], V, U)
+    assert used == 2 and fast["tokens"] == [511]            # 512 * 2**53 / 2**63 = 0.5
+    compensated_z = 2.0**63 + 2048.0
+    assert 512 * (2.0**53 / compensated_z) < 0.5            # where a compensated z would go
+
+
 @pytest.mark.parametrize("K", [0, 1, 8])
 def test_call_floor_builds_the_result_of_a_call_that_accepts_everything(K):
     """benchmarks time call_floor as the drop-in's edges alone: its dict must be the one
