@@ -149,7 +149,7 @@ def _uniforms(uniforms, B, semantics):
     bad = ~((u >= 0.0) & (u < 1.0))
     if bad.any():
         b, j = np.argwhere(bad)[0]
-        note = "" if given.dtype.kind != "f" or given.dtype.itemsize <= 8 else (
+        note = "" if not _wider_than_double(given) else (
             f" as float64 (given as {given.dtype} "
             f"{np.format_float_positional(given[b, j], precision=21, unique=False, trim='-')})")
         raise ValueError(f"uniforms[{b}][{j}] = {float(u[b, j])!r}{note} is outside [0, 1)")
