@@ -165,12 +165,13 @@ def get_case():
 
 
 def plan_rounds(fn, implementation, V, regime):
-    """Calibrate ``fn`` (no arguments) and choose (rounds, iterations) for its budget.
+    """Calibrate ``fn`` (no arguments, one call) and choose (rounds, calls per round)
+    for its budget.
 
     Runs the function for about 50 ms (at least 2 calls) to estimate the cost of
-    one call, then picks iterations so a round lasts >= ROUND_TARGET_S (and holds
-    at least MIN_CALLS_PER_ROUND[regime] calls) and as many rounds as fit in the
-    budget (MIN_ROUNDS..MAX_ROUNDS).
+    one call, then picks the calls per round so a round lasts >= ROUND_TARGET_S
+    (and holds at least MIN_CALLS_PER_ROUND[regime] calls) and as many rounds as
+    fit in the budget (MIN_ROUNDS..MAX_ROUNDS).
     """
     budget = BUDGET_S[implementation]
     if implementation == "reference" and V >= 32000:
@@ -185,13 +186,13 @@ def plan_rounds(fn, implementation, V, regime):
         if calls >= 2 and elapsed >= 0.05 * min(SCALE, 1.0):
             break
     per_call = elapsed / calls
-    iterations = max(MIN_CALLS_PER_ROUND[regime], math.ceil(ROUND_TARGET_S / per_call))
-    rounds = int(budget / (per_call * iterations))
+    calls = max(MIN_CALLS_PER_ROUND[regime], math.ceil(ROUND_TARGET_S / per_call))
+    rounds = int(budget / (per_call * calls))
     rounds = max(MIN_ROUNDS, min(MAX_ROUNDS, rounds))
-    return rounds, iterations, per_call
+    return rounds, calls, per_call
 
 
 @pytest.fixture(scope="session")
 def plan():
-    """``plan(fn, implementation, V, regime) -> (rounds, iterations, seconds_per_call)``."""
+    """``plan(fn, implementation, V, regime) -> (rounds, calls_per_round, seconds_per_call)``."""
     return plan_rounds

@@ -77,9 +77,11 @@ def load_medians(path):
             continue  # not one of ours
         stats = bench["stats"]
         repeat = int(info.get("repeat", 0))
+        # A round timed a loop of calls (older runs: one call per pytest-benchmark iteration).
+        calls = int(info.get("calls_per_round", 1))
         # The call floor bounds what is possible: its fastest round, not its median.
         value = stats["min"] if impl == "call-floor" else stats["median"]
-        passes.setdefault(key, {}).setdefault(impl, {})[repeat] = float(value)
+        passes.setdefault(key, {}).setdefault(impl, {})[repeat] = float(value) / calls
         if stats["median"] > 0:
             spreads.append((float(stats["iqr"]) / float(stats["median"]), bench.get("name", "?")))
     data["_spreads"] = sorted(spreads, reverse=True)
