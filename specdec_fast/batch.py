@@ -48,11 +48,15 @@ class VerifyResult(NamedTuple):
 
 
 def _array(x, name):
-    """``np.asarray(x)``, with an error naming the argument when ``x`` is ragged."""
+    """``np.asarray(x)``, with an error naming the argument when ``x`` is ragged or
+    its ``__array__`` refuses (a bfloat16 or ``requires_grad`` torch tensor)."""
     try:
         return np.asarray(x)
     except ValueError as exc:
         raise ValueError(f"{name} must be a rectangular array: {exc}") from None
+    except (TypeError, RuntimeError) as exc:
+        raise TypeError(f"{name} cannot be read as an array "
+                        f"({type(exc).__name__}: {exc})") from exc
 
 
 def _real_array(x, name, ndim=3):
@@ -70,13 +74,19 @@ def _real_array(x, name, ndim=3):
     return x
 
 
-def _kernel_array(x):
-    """A real array as float32/float64 with its last axis contiguous (copied only if not)."""
-    if x.dtype not in (np.float32, np.float64):
-        x = x.astype(np.float64)
-    elif (not x.dtype.isnative or not x.flags.aligned
-          or (x.shape[-1] > 1 and x.strides[-1] != x.itemsize)):
-        x = np.ascontiguousarray(x)
+def _kernel_dtype(x):
+    """The dtype the kernel reads ``x`` as: its own when float32/float64, else float64."""
+    return x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float64)
+
+
+def _kernel_array(x, dtype):
+    """``x`` as the kernel reads it: ``dtype`` (float32/float64), native byte order,
+    aligned, last axis contiguous.  Otherwise a C-ordered copy: a conversion that
+    kept ``x``'s memory order (``astype``) would leave the last axis strided for a
+    Fortran-ordered, transposed or broadcast ``x``."""
+    if (x.dtype != dtype or not x.flags.aligned
+            or (x.shape[-1] > 1 and x.strides[-1] != x.itemsize)):
+        x = np.array(x, dtype=dtype, order="C")
     return x
 
 
@@ -314,11 +324,12 @@ def verify_batch(draft_probs, target_probs, draft_tokens, *, rng=None, uniforms=
             raise ValueError(f"draft_probs must have shape {(B, K, V)}, got {draft.shape}")
     if semantics == "reference" and not greedy:
         _reference_reads_as_float64(target, draft, K)
-    target = _kernel_array(target)
+    dtype = _kernel_dtype(target)
+    if draft is not None and _kernel_dtype(draft) != dtype:
+        dtype = np.dtype(np.float64)
+    target = _kernel_array(target, dtype)
     if draft is not None:
-        draft = _kernel_array(draft)
-        if draft.dtype != target.dtype:
-            target, draft = target.astype(np.float64, copy=False), draft.astype(np.float64, copy=False)
+        draft = _kernel_array(draft, dtype)
     if num_draft_tokens is None:
         counts = np.full(B, K, dtype=np.intp)
     else:
@@ -381,6 +392,18 @@ def _worker_pool():
         if _pool is None:
             _pool = ThreadPoolExecutor(max(_MAX_THREADS - 1, 1), thread_name_prefix="specdec_fast")
         return _pool
+
+
+def _forget_pool():
+    """In a forked child (a multiprocessing worker): the parent's pool threads do not
+    exist there, and its lock may have been held, so start without either."""
+    global _pool, _pool_lock
+    _pool = None
+    _pool_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def _thread_count(num_threads, B, work_per_row):

@@ -392,6 +392,31 @@ def test_weird_matrices(obj, argument):
         fast_sim(kwargs["draft_probs"], kwargs["target_probs"], TOKENS, V, uniforms=U_ACCEPT)
 
 
+class RefusesArray:
+    """A tensor that will not become an array (as torch's bfloat16 or requires_grad ones)."""
+
+    def __init__(self, exc):
+        self.exc = exc
+
+    def __len__(self):
+        return 4
+
+    def __array__(self, dtype=None, copy=None):
+        raise self.exc
+
+
+@pytest.mark.parametrize("exc", [TypeError("Got unsupported ScalarType BFloat16"),
+                                 RuntimeError("Can't call numpy() on Tensor that requires grad")],
+                         ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize("argument", ["draft_probs", "target_probs"])
+def test_object_refusing_array_conversion_is_named(exc, argument):
+    kwargs = {"draft_probs": Q, "target_probs": P, argument: RefusesArray(exc)}
+    with pytest.raises(TypeError, match=f"{argument} cannot be read as an array") as info:
+        fast_sim(kwargs["draft_probs"], kwargs["target_probs"], TOKENS, V, uniforms=U_ACCEPT)
+    assert str(info.value).endswith(f"({type(exc).__name__}: {exc})")
+    assert info.value.__cause__ is exc
+
+
 @pytest.mark.parametrize("obj", [None, 3, 2.5, "abc", object(), np.zeros((3, 1, 1), int),
                                  np.array([object()] * 3, dtype=object),
                                  np.zeros(3, complex), [1j, 2, 3], [{}, 1, 2], [(1,), 2, 3]],

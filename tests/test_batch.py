@@ -23,7 +23,10 @@ with fresh seeds each chi-square / z check would fail falsely with probability
 about ALPHA = 1e-4 (the docstrings give the per-test rate).
 """
 import math
+import os
 import re
+import subprocess
+import sys
 import threading
 from statistics import NormalDist
 
@@ -602,6 +605,40 @@ def test_splitting_a_batch_equals_one_call():
     assert one_rng.state == split_rng.state
 
 
+FORKED_CHILD = """
+import os, signal, sys
+import numpy as np
+from specdec_fast import verify_batch
+
+g = np.random.default_rng(5)
+B, K, V = 16, 3, 64
+draft = g.dirichlet(np.ones(V), (B, K))
+target = g.dirichlet(np.ones(V), (B, K + 1))
+tokens = g.integers(0, V, (B, K))
+def run(threads):
+    return verify_batch(draft, target, tokens, rng=np.arange(B), num_threads=threads)
+want = run(1).tokens
+assert (run(2).tokens == want).all()        # the parent's pool threads now exist
+pid = os.fork()
+if pid == 0:
+    signal.alarm(30)                        # a hung child dies of SIGALRM
+    os._exit(0 if (run(2).tokens == want).all() else 1)
+_, status = os.waitpid(pid, 0)
+sys.exit(f"child status {status}" if status else 0)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_threads_work_in_a_forked_child():
+    """A process forked after verify_batch started its worker threads (a multiprocessing
+    worker, by default on Linux before 3.14) gets a pool of its own: the parent's
+    threads do not exist in the child, and a call waiting on them would hang.  Needs
+    two or more CPUs to start the pool at all (with one, it passes trivially)."""
+    done = subprocess.run([sys.executable, "-c", FORKED_CHILD], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_per_row_seeds_row_alone_equals_row_in_shuffled_mixed_batch():
     """rng=(B,) seeds: a row's tokens depend on its inputs and seed only (not slot, not company)."""
     B, K, V = 60, 5, 8
@@ -866,6 +903,87 @@ def test_non_contiguous_and_broadcast_layouts():
     assert len(set(map(tuple, got.tokens.tolist()))) > 1
 
 
+# Inputs the wrapper must convert: their values as a pair of arrays the kernel cannot read
+# in place, and the layouts to present them in.
+CONVERTED = {
+    "int64": lambda d, t: (np.rint(d * 20).astype(np.int64), np.rint(t * 20).astype(np.int64)),
+    "bool": lambda d, t: (d > 0.15, t > 0.15),
+    "float16": lambda d, t: (d.astype(np.float16), t.astype(np.float16)),
+    "float32_draft": lambda d, t: (d.astype(np.float32), t),
+    "float32_target": lambda d, t: (d, t.astype(np.float32)),
+}
+LAYOUTS = {
+    "fortran": np.asfortranarray,
+    "vocab_outermost": lambda a: np.moveaxis(np.ascontiguousarray(np.moveaxis(a, -1, 0)), 0, -1),
+    "batch_broadcast": lambda a: np.broadcast_to(a[:1], a.shape),
+    "vocab_broadcast": lambda a: np.broadcast_to(a[..., :1], a.shape),
+}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("kind", list(CONVERTED))
+def test_converted_inputs_are_read_in_any_memory_order(kind, layout):
+    """An input that must be converted (another dtype, or float32 beside float64) is
+    read as its C-ordered float64 copy whatever its memory order: a conversion that
+    kept the order of a Fortran, transposed or broadcast array would leave its rows
+    strided, which the kernel must never read as contiguous."""
+    draft, target, tokens = simple_batch(31, B=6, K=3, V=7)
+    draft, target = CONVERTED[kind](draft, target)
+    shown = LAYOUTS[layout]
+    U = np.random.default_rng(31).random((6, 5))
+    for kw in ({"semantics": "exact"}, {"semantics": "reference"}, {"greedy": True}):
+        got = verify_batch(shown(draft), shown(target), tokens, uniforms=U, **kw)
+        assert_same_result(got, _reference_result(shown(draft), shown(target), tokens, U, **kw))
+        got = verify_batch(None, shown(target), tokens, uniforms=U, **kw)
+        assert_same_result(got, _reference_result(None, shown(target), tokens, U, **kw))
+
+
+def _unaligned(a):
+    """A C-contiguous copy of ``a`` at an odd address (numpy flags it not aligned)."""
+    raw = np.zeros(a.nbytes + 1, np.uint8)[1:]
+    out = raw.view(a.dtype).reshape(a.shape)
+    out[...] = a
+    assert out.flags.c_contiguous and not out.flags.aligned
+    return out
+
+
+def test_unaligned_inputs_are_copied():
+    """A C-contiguous but unaligned array (a view into a byte buffer) is copied, not
+    handed to C code that reads it as aligned doubles."""
+    draft, target, tokens = simple_batch(32, B=5, K=3, V=6)
+    U = np.random.default_rng(32).random((5, 5))
+    for dtype in (np.float64, np.float32):
+        d, t = draft.astype(dtype), target.astype(dtype)
+        for semantics in ("exact", "reference"):
+            got = verify_batch(_unaligned(d), _unaligned(t), tokens, uniforms=U,
+                               semantics=semantics)
+            assert_same_result(got, verify_batch(d, t, tokens, uniforms=U, semantics=semantics))
+
+
+def test_kernel_refuses_rows_it_cannot_read():
+    """The compiled loop checks the layout it was handed, so a wrapper that forgot to
+    convert gets an error, not tokens read from the wrong places."""
+    from specdec_fast import _batch
+    B, K, V = 2, 2, 4
+    rows = {
+        "strided": np.asfortranarray(np.ones((B, K + 1, V))),
+        "float16": np.ones((B, K + 1, V), np.float16),
+        "big_endian": np.ones((B, K + 1, V), ">f8"),
+        "unaligned": _unaligned(np.ones((B, K + 1, V))),
+        "2-D": np.ones((B, V)),
+    }
+    args = (np.zeros((B, K), np.intp), np.full(B, K, np.intp), None, np.zeros((B, K + 2)),
+            True, False, np.zeros((B, K + 1), np.int64), np.zeros(B, np.int64),
+            np.zeros(B, np.int64), 0, B)
+    for name, target in rows.items():
+        with pytest.raises(ValueError, match="target_probs: verify_rows needs rows"):
+            _batch.verify_rows(target, None, *args)
+    with pytest.raises(ValueError, match="draft_probs: verify_rows needs rows"):
+        _batch.verify_rows(np.ones((B, K + 1, V)), np.ones((B, K, V), np.float32), *args)
+    target = np.ones((B, K + 1, V))
+    assert _batch.verify_rows(target, None, *args) is None
+
+
 def test_read_only_inputs():
     draft, target, tokens = simple_batch(23, 8, 3, 5)
     for a in (draft, target, tokens):
@@ -1099,6 +1217,28 @@ def test_bad_arguments_are_named_with_their_position(change, exc, message):
     """Also where greedy ignores the randomness: a bad rng or uniforms is still an error."""
     with pytest.raises(exc, match=message):
         _call(**change)
+
+
+class RefusesArray:
+    """A tensor that will not become an array (as torch's bfloat16 or requires_grad ones)."""
+
+    def __init__(self, exc):
+        self.exc = exc
+
+    def __array__(self, dtype=None, copy=None):
+        raise self.exc
+
+
+@pytest.mark.parametrize("exc", [TypeError("Got unsupported ScalarType BFloat16"),
+                                 RuntimeError("Can't call numpy() on Tensor that requires grad")],
+                         ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize("argument", ["draft_probs", "target_probs", "draft_tokens",
+                                      "uniforms", "num_draft_tokens"])
+def test_object_refusing_array_conversion_is_named(exc, argument):
+    with pytest.raises(TypeError, match=f"{argument} cannot be read as an array") as info:
+        _call(**{argument: RefusesArray(exc)})
+    assert str(info.value).endswith(f"({type(exc).__name__}: {exc})")
+    assert info.value.__cause__ is exc
 
 
 def test_overlap_test_agrees_with_numpy_bounds():

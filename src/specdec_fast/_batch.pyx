@@ -112,6 +112,9 @@ def verify_rows(cnp.ndarray target, object draft, cnp.ndarray tokens, cnp.ndarra
     cdef bint in_place = type(states) is tuple
     cdef VerifyOutcome outcome
     cdef Py_ssize_t* scratch
+    require_rows(target, "target_probs", target)
+    if draft is not None:
+        require_rows(draft, "draft_probs", target)
     a.target = cnp.PyArray_DATA(target)
     a.single = cnp.PyArray_TYPE(target) == cnp.NPY_FLOAT
     a.b_stride_t = cnp.PyArray_STRIDE(target, 0) // item
@@ -167,6 +170,25 @@ def verify_rows(cnp.ndarray target, object draft, cnp.ndarray tokens, cnp.ndarra
     if outcome.error == OK:
         return None
     return (outcome.error, failed_row, outcome.row, outcome.index)
+
+
+cdef int require_rows(cnp.ndarray a, str name, cnp.ndarray target) except -1:
+    """The layout the loop reads, which the wrapper provides: 3-D float32/float64 of
+    the target's type, native and aligned, each row a contiguous run.  Anything
+    else here is a wrapper's bug, refused rather than read wrongly."""
+    cdef int kind = cnp.PyArray_TYPE(a)
+    cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(a), d
+    cdef bint ok = (cnp.PyArray_NDIM(a) == 3 and kind == cnp.PyArray_TYPE(target)
+                    and (kind == cnp.NPY_FLOAT or kind == cnp.NPY_DOUBLE)
+                    and cnp.PyArray_ISNOTSWAPPED(a) and cnp.PyArray_ISALIGNED(a))
+    if ok and cnp.PyArray_SIZE(a) > 0:      # an empty array's strides are never used
+        ok = cnp.PyArray_DIM(a, 2) == 1 or cnp.PyArray_STRIDE(a, 2) == item
+        for d in range(2):
+            ok = ok and (cnp.PyArray_DIM(a, d) == 1 or cnp.PyArray_STRIDE(a, d) % item == 0)
+    if not ok:
+        raise ValueError(f"{name}: verify_rows needs rows of contiguous, aligned, native "
+                         f"float32/float64 of one type; got dtype {(<object>a).dtype}, strides {(<object>a).strides}")
+    return 0
 
 
 def may_overlap(cnp.ndarray a, cnp.ndarray b):

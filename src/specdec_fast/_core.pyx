@@ -236,7 +236,11 @@ cdef object rows_or_array(object obj, str name, Py_ssize_t readable):
         raise TypeError(f"{name} must be a sequence of rows or a 2-D array, "
                         f"not {type(obj).__name__}")
     if hasattr(obj, "__array__") or is_buffer(obj):
-        return np.asarray(obj)
+        try:
+            return np.asarray(obj)
+        except (TypeError, RuntimeError) as exc:    # a bfloat16 or requires_grad tensor
+            raise TypeError(f"{name} cannot be read as an array "
+                            f"({type(exc).__name__}: {exc})") from exc
     return read_items(obj, name, readable)
 
 
