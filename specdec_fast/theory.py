@@ -101,7 +101,9 @@ def expected_tokens(alpha, k=None, *, semantics="exact", bonus=True):
 
     See the module docstring for the two forms of ``alpha`` / ``k``; with
     ``k`` given, ``alpha`` and ``k`` broadcast.  Returns a float for scalar
-    results, else an array.
+    results, else an array.  A scalar ``k`` is summed from the distribution of
+    emitted tokens; an array ``k`` from running sums shared by all its ``K``:
+    the two agree to about ``K`` ulps, not always bit for bit.
     """
     semantics = _semantics(semantics)
     bonus = _flag(bonus, "bonus")
@@ -262,8 +264,10 @@ def _tokens_table(alphas, K, semantics, bonus):
     left to right: ``E(K') = sum_{j<K'} (j + 1) alpha^j (1 - alpha)`` plus
     ``(K' + 1) alpha^K'`` for the bonus (``K' alpha^K'`` without it), plus
     ``alpha^(K'-1) (1 - alpha)`` under rule R6.  Each term is positive, so the
-    sum is accurate to a few ulps times ``log K`` (not the ``K`` ulps that a
-    running sum of terms near 1 would lose).
+    running sums (``np.cumsum``) are within about ``K'`` ulps of the exact
+    value (a relative error below ``K' * 2**-53``; measured against a 60-digit
+    closed form: 13 ulps at alpha = 0.9, K' = 1000, and 311 at alpha = 0.999,
+    K' = 10**5).
     """
     j = np.arange(K + 1, dtype=np.float64)
     miss = (1.0 - alphas)[:, None]

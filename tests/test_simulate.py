@@ -1,10 +1,15 @@
 """``specdec_fast.simulate``: the Monte Carlo kernel against the closed forms.
 
 Seeds are fixed, so every run of this file draws the same numbers and either
-always passes or always fails.  The statistical comparisons use intervals at
-``CONFIDENCE = 1 - 1e-6`` (about 4.9 standard errors): were the seeds drawn at
-random, each comparison would fail by chance with probability at most about
-1e-6, and the file (a few hundred comparisons) with probability below 1e-3.
+always passes or always fails.  The statistical comparisons use the
+simulation's own intervals at ``CONFIDENCE = 1 - 1e-6`` (about 4.9 standard
+errors).  Were the seeds drawn at random, a comparison would fail by chance
+with probability near 1e-6 where a count is large, and more often where the
+expected count is only a few, because the Wilson intervals of frequencies
+cover less than their level there: the worst here, the frequency of 9 tokens
+at alpha = 0.3, K = 8 (expected count about 10 in 150,000 trials), fails with
+probability 1.4e-5 (an exact binomial sum).  The file (a few hundred
+comparisons) would fail with probability below 1e-3.
 """
 import threading
 import time
