@@ -142,7 +142,14 @@ def _integers(x, name, shape):
         raise ValueError(f"{name} must have shape {shape}, got {x.shape}")
     if x.dtype.kind == "u" and x.dtype.itemsize >= np.dtype(np.intp).itemsize:
         x = np.where(x > np.iinfo(np.intp).max, -1, x.astype(np.intp))
-    return np.ascontiguousarray(x, dtype=np.intp)
+    return _c_array(x, np.intp)
+
+
+def _c_array(x, dtype):
+    """``x`` as a C-contiguous, aligned array of ``dtype``, copied only if it is not
+    (``np.ascontiguousarray`` alone passes an unaligned array through)."""
+    x = np.ascontiguousarray(x, dtype=dtype)
+    return x if x.flags.aligned else x.copy()
 
 
 def _uniforms(uniforms, B, semantics):
@@ -155,7 +162,7 @@ def _uniforms(uniforms, B, semantics):
         raise TypeError(f"uniforms has dtype {given.dtype}, wider than float64, in which the "
                         "reference would compare: with semantics='reference' convert it to "
                         "float64 first, or use speculative_decode_sim")
-    u = np.ascontiguousarray(given, dtype=np.float64)
+    u = _c_array(given, np.float64)
     bad = ~((u >= 0.0) & (u < 1.0))
     if bad.any():
         b, j = np.argwhere(bad)[0]
@@ -219,8 +226,8 @@ def _generators(rng, B):
 
 def _row_states(source, B):
     """(B, 4) uint64 generator states, one per row, or a tuple of B Rng to advance in place."""
-    if isinstance(source, Rng):
-        return seeded_states(source.next_uint64(B))
+    if isinstance(source, Rng):         # Rng's own draws, whatever a subclass overrides
+        return seeded_states(Rng.next_uint64(source, B))
     if isinstance(source, tuple):
         return source
     return seeded_states(source)
@@ -240,8 +247,8 @@ def _outputs(out, B, width):
             raise TypeError(f"out.{name} must be an int64 array")
         if arr.shape != shape:
             raise ValueError(f"out.{name} must have shape {shape}, got {arr.shape}")
-        if not (arr.flags.c_contiguous and arr.flags.writeable):
-            raise ValueError(f"out.{name} must be C-contiguous and writeable")
+        if not (arr.flags.c_contiguous and arr.flags.aligned and arr.flags.writeable):
+            raise ValueError(f"out.{name} must be C-contiguous, aligned and writeable")
     return tokens, emitted, accepted
 
 
@@ -370,10 +377,12 @@ def verify_batch(draft_probs, target_probs, draft_tokens, *, rng=None, uniforms=
     bounds = np.linspace(0, B, threads + 1).astype(int)
     args = (target, draft, tokens, counts, states, replay, semantics == "reference", greedy,
             out_tokens, out_emitted, out_accepted)
+    ranges = list(zip(bounds[:-1], bounds[1:]))
     # The first range runs in this thread, the others on pool threads kept between calls.
-    others = [_worker_pool().submit(_batch.verify_rows, *args, start, stop)
-              for start, stop in zip(bounds[1:-1], bounds[2:])]
-    failures = [_batch.verify_rows(*args, 0, bounds[1])] + [f.result() for f in others]
+    others = [_submit(args, start, stop) for start, stop in ranges[1:]]
+    failures = [_batch.verify_rows(*args, *ranges[0])]
+    failures += [_batch.verify_rows(*args, start, stop) if f is None else f.result()
+                 for f, (start, stop) in zip(others, ranges[1:])]
     failures = [f for f in failures if f is not None]
     if failures:
         raise _batch.failure_error(min(failures, key=lambda f: f[1]), target, draft, given_tokens)
@@ -392,6 +401,16 @@ def _worker_pool():
         if _pool is None:
             _pool = ThreadPoolExecutor(max(_MAX_THREADS - 1, 1), thread_name_prefix="specdec_fast")
         return _pool
+
+
+def _submit(args, start, stop):
+    """``verify_rows`` over ``start .. stop`` on a pool thread: its future, or None
+    when the pool takes no more work (the interpreter is shutting down: a thread
+    still decoding, an atexit handler), for the caller to run it itself."""
+    try:
+        return _worker_pool().submit(_batch.verify_rows, *args, start, stop)
+    except RuntimeError:
+        return None
 
 
 def _forget_pool():

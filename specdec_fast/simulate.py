@@ -197,7 +197,7 @@ def simulate(draft_probs, target_probs, k=None, *, trials, rng=None, semantics="
     tables = _tables(p, q, K, bonus, semantics == "reference")
 
     chunks = -(-trials // CHUNK_TRIALS)
-    states = _simulate.chunk_states(generator.next_uint64(S), chunks)
+    states = _simulate.chunk_states(Rng.next_uint64(generator, S), chunks)
     accepted_hist = np.zeros((S, chunks, K + 1), dtype=np.int64)
     emitted_hist = np.zeros((S, chunks, K + 2), dtype=np.int64)
     done = np.zeros((S, chunks), dtype=bool)

@@ -115,7 +115,7 @@ def _numpy_generator(rng):
     if rng is None or isinstance(rng, np.random.Generator):
         return rng
     if isinstance(rng, Rng):
-        return np.random.default_rng(int(rng.next_uint64()))
+        return np.random.default_rng(Rng.next_uint64(rng))      # its own draw, not an override
     if isinstance(rng, (int, np.integer)) and not isinstance(rng, (bool, np.bool_)):
         return np.random.default_rng(_int(rng, "rng"))
     raise TypeError("rng must be None, an int seed, an Rng or a numpy Generator, "

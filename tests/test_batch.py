@@ -628,6 +628,37 @@ sys.exit(f"child status {status}" if status else 0)
 """
 
 
+AT_SHUTDOWN = """
+import atexit, threading, time
+import numpy as np
+from specdec_fast import verify_batch
+
+g = np.random.default_rng(6)
+B, K, V = 16, 3, 64
+draft = g.dirichlet(np.ones(V), (B, K))
+target = g.dirichlet(np.ones(V), (B, K + 1))
+tokens = g.integers(0, V, (B, K))
+def run(threads):
+    return verify_batch(draft, target, tokens, rng=np.arange(B), num_threads=threads).tokens
+want = run(1)
+def late():
+    time.sleep(0.3)                         # past the main thread's end: shutdown has begun
+    print("thread", (run(2) == want).all(), flush=True)
+threading.Thread(target=late).start()
+atexit.register(lambda: print("atexit", (run(2) == want).all(), flush=True))
+"""
+
+
+def test_threads_work_while_the_interpreter_shuts_down():
+    """A decoding thread still running when the main thread ends, or an atexit handler,
+    can call verify_batch with threads: once the pool takes no more work, the
+    calling thread runs every range.  Needs two or more CPUs to use the pool at all."""
+    done = subprocess.run([sys.executable, "-c", AT_SHUTDOWN], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert sorted(done.stdout.split("\n")) == ["", "atexit True", "thread True"], done.stdout
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
 def test_threads_work_in_a_forked_child():
     """A process forked after verify_batch started its worker threads (a multiprocessing
@@ -958,6 +989,66 @@ def test_unaligned_inputs_are_copied():
             got = verify_batch(_unaligned(d), _unaligned(t), tokens, uniforms=U,
                                semantics=semantics)
             assert_same_result(got, verify_batch(d, t, tokens, uniforms=U, semantics=semantics))
+
+
+def test_unaligned_uniforms_and_tokens_are_copied_and_out_refused():
+    """Uniforms and tokens at odd addresses are copied before C code reads them; an
+    unaligned out= buffer, which C code would write, is refused."""
+    draft, target, tokens = simple_batch(33, B=5, K=3, V=6)
+    U = np.random.default_rng(33).random((5, 5))
+    want = verify_batch(draft, target, tokens, uniforms=U)
+    assert_same_result(verify_batch(draft, target, _unaligned(tokens.astype(np.intp)),
+                                    uniforms=_unaligned(U)), want)
+    for i in range(3):
+        out = [np.zeros((5, 4), np.int64), np.zeros(5, np.int64), np.zeros(5, np.int64)]
+        out[i] = _unaligned(out[i])
+        with pytest.raises(ValueError, match="must be C-contiguous, aligned and writeable"):
+            verify_batch(draft, target, tokens, uniforms=U, out=tuple(out))
+
+
+def test_kernel_refuses_shapes_it_would_index_out_of_bounds():
+    """verify_rows checks every array against the batch it indexes, so a wrapper
+    passing too few generator states, rows or output slots gets an error, not a
+    read or write past an array's end."""
+    from specdec_fast import _batch
+    B, K, V = 3, 2, 4
+    target = np.ones((B, K + 1, V))
+    good = dict(draft=np.ones((B, K, V)), tokens=np.zeros((B, K), np.intp),
+                counts=np.full(B, K, np.intp), states=np.zeros((B, 4), np.uint64),
+                uniforms=None, reference=True, greedy=False,
+                out_tokens=np.zeros((B, K + 1), np.int64), out_emitted=np.zeros(B, np.int64),
+                out_accepted=np.zeros(B, np.int64), start=0, stop=B)
+    bad = {
+        "draft": np.ones((B, K + 1, V)), "tokens": np.zeros((B - 1, K), np.intp),
+        "counts": np.full(B - 1, K, np.intp), "states": np.zeros((1, 4), np.uint64),
+        "out_tokens": np.zeros((B, K), np.int64), "out_emitted": np.zeros(B - 1, np.int64),
+        "out_accepted": np.zeros(B, np.int32), "stop": B + 1,
+    }
+    assert _batch.verify_rows(target, **good) is None
+    for name, value in bad.items():
+        with pytest.raises(ValueError, match="verify_rows"):
+            _batch.verify_rows(target, **{**good, name: value})
+    with pytest.raises(ValueError, match="uniforms"):
+        _batch.verify_rows(target, **{**good, "states": None, "uniforms": np.zeros((B - 1, 5))})
+    with pytest.raises(ValueError, match="generators"):
+        _batch.verify_rows(target, **{**good, "states": (Rng(1),) * (B - 1)})
+
+
+def test_rng_subclass_draws_its_own_keys_whatever_it_overrides():
+    """rng=<an Rng subclass>: the row keys are the generator's own draws, as the drop-in's
+    are; an override of next_uint64 (here returning too few keys) is not consulted."""
+    class FewKeys(Rng):
+        def next_uint64(self, size=None):
+            return np.zeros(1, np.uint64)
+
+    draft, target, tokens = simple_batch(34, B=50, K=3, V=6)
+    got = verify_batch(draft, target, tokens, rng=FewKeys(5))
+    assert_same_result(got, verify_batch(draft, target, tokens, rng=Rng(5)))
+    gen, plain = FewKeys(6), Rng(6)
+    a = specdec_fast.simulate(draft[:2], target[:2], k=3, trials=1000, rng=gen)
+    b = specdec_fast.simulate(draft[:2], target[:2], k=3, trials=1000, rng=plain)
+    assert np.array_equal(a.histogram, b.histogram)
+    assert gen.state == plain.state
 
 
 def test_kernel_refuses_rows_it_cannot_read():

@@ -115,6 +115,8 @@ def verify_rows(cnp.ndarray target, object draft, cnp.ndarray tokens, cnp.ndarra
     require_rows(target, "target_probs", target)
     if draft is not None:
         require_rows(draft, "draft_probs", target)
+    require_shapes(target, draft, tokens, counts, states, uniforms, out_tokens, out_emitted,
+                   out_accepted, start, stop)
     a.target = cnp.PyArray_DATA(target)
     a.single = cnp.PyArray_TYPE(target) == cnp.NPY_FLOAT
     a.b_stride_t = cnp.PyArray_STRIDE(target, 0) // item
@@ -150,8 +152,6 @@ def verify_rows(cnp.ndarray target, object draft, cnp.ndarray tokens, cnp.ndarra
         raise MemoryError()
     try:
         if in_place:
-            if len(<tuple>states) < stop:
-                raise ValueError(f"states holds {len(<tuple>states)} generators, rows go to {stop}")
             # Pointers into the Rng objects, which the tuple ``states`` keeps
             # alive; no other thread can draw from them while this one holds the GIL.
             a.generators = <xoshiro256plus_state**>malloc(
@@ -188,6 +188,53 @@ cdef int require_rows(cnp.ndarray a, str name, cnp.ndarray target) except -1:
     if not ok:
         raise ValueError(f"{name}: verify_rows needs rows of contiguous, aligned, native "
                          f"float32/float64 of one type; got dtype {(<object>a).dtype}, strides {(<object>a).strides}")
+    return 0
+
+
+cdef int require_c_array(object a, str name, int kind, int ndim, Py_ssize_t rows) except -1:
+    """``a`` is a C-contiguous, aligned ``ndim``-D array of type ``kind`` with ``rows`` rows."""
+    if not (cnp.PyArray_Check(a) and cnp.PyArray_TYPE(a) == kind
+            and cnp.PyArray_NDIM(a) == ndim and cnp.PyArray_DIM(a, 0) == rows
+            and cnp.PyArray_ISCARRAY_RO(a)):
+        raise ValueError(f"{name}: verify_rows needs a C-contiguous, aligned {ndim}-D array "
+                         f"of {rows} rows of its type")
+    return 0
+
+
+cdef int require_shapes(cnp.ndarray target, object draft, object tokens, object counts,
+                        object states, object uniforms, object out_tokens, object out_emitted,
+                        object out_accepted, Py_ssize_t start, Py_ssize_t stop) except -1:
+    """The shapes the loop indexes by, which the wrapper provides: refused, not
+    read or written out of bounds, when a caller passes others."""
+    cdef Py_ssize_t B = cnp.PyArray_DIM(target, 0), K
+    require_c_array(tokens, "draft_tokens", cnp.NPY_INTP, 2, B)
+    K = cnp.PyArray_DIM(tokens, 1)
+    if not K <= cnp.PyArray_DIM(target, 1) <= K + 1:
+        raise ValueError(f"target_probs: verify_rows needs K={K} or K+1 rows per sequence")
+    if draft is not None and (cnp.PyArray_DIM(draft, 0) != B or cnp.PyArray_DIM(draft, 1) != K
+                              or cnp.PyArray_DIM(draft, 2) != cnp.PyArray_DIM(target, 2)):
+        raise ValueError("draft_probs: verify_rows needs shape (B, K, V) of the target's B and V")
+    require_c_array(counts, "num_draft_tokens", cnp.NPY_INTP, 1, B)
+    if states is None:
+        require_c_array(uniforms, "uniforms", cnp.NPY_DOUBLE, 2, B)
+    elif type(states) is tuple:
+        if len(<tuple>states) != B:
+            raise ValueError(f"states: verify_rows needs {B} generators")
+    else:
+        require_c_array(states, "states", cnp.NPY_UINT64, 2, B)
+        if cnp.PyArray_DIM(states, 1) != 4:
+            raise ValueError("states: verify_rows needs 4 words per generator")
+    require_c_array(out_tokens, "out.tokens", cnp.NPY_INT64, 2, B)
+    if cnp.PyArray_DIM(out_tokens, 1) != K + 1:
+        raise ValueError(f"out.tokens: verify_rows needs K+1={K + 1} columns")
+    require_c_array(out_emitted, "out.num_emitted", cnp.NPY_INT64, 1, B)
+    require_c_array(out_accepted, "out.num_accepted", cnp.NPY_INT64, 1, B)
+    for name, arr in (("out.tokens", out_tokens), ("out.num_emitted", out_emitted),
+                      ("out.num_accepted", out_accepted)):
+        if not cnp.PyArray_ISWRITEABLE(arr):
+            raise ValueError(f"{name}: verify_rows needs a writeable array")
+    if not 0 <= start <= stop <= B:
+        raise ValueError(f"verify_rows: rows {start} .. {stop} are not within the batch of {B}")
     return 0
 
 
