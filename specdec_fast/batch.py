@@ -300,7 +300,7 @@ def verify_batch(draft_probs, target_probs, draft_tokens, *, rng=None, uniforms=
         ties); on the first mismatch emit the argmax; all accepted: the bonus
         row's argmax.  Consumes no randomness.
     out : (tokens, num_emitted, num_accepted) arrays, optional
-        Preallocated int64 outputs, (B, K+1), (B,), (B,).
+        Preallocated int64 outputs, (B, K+1), (B,), (B,), C-contiguous and aligned.
     num_threads : int, optional
         Threads over rows (default: the CPUs, for batches large enough).
         Results do not depend on it.  With a sequence of Rng the rows run on
