@@ -23,6 +23,7 @@ its stream.
 """
 import os
 import threading
+import concurrent.futures.thread as _futures_thread
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
@@ -405,12 +406,15 @@ def _worker_pool():
 
 def _submit(args, start, stop):
     """``verify_rows`` over ``start .. stop`` on a pool thread: its future, or None
-    when the pool takes no more work (the interpreter is shutting down: a thread
-    still decoding, an atexit handler), for the caller to run it itself."""
+    when the interpreter is shutting down (a thread still decoding, an atexit
+    handler), whose pools refuse work before queueing it, for the caller to run
+    it itself.  Any other refusal (a worker thread that could not start) raises."""
     try:
         return _worker_pool().submit(_batch.verify_rows, *args, start, stop)
     except RuntimeError:
-        return None
+        if getattr(_futures_thread, "_shutdown", False):
+            return None
+        raise
 
 
 def _forget_pool():

@@ -103,7 +103,7 @@ def expected_tokens(alpha, k=None, *, semantics="exact", bonus=True):
     ``k`` given, ``alpha`` and ``k`` broadcast.  Returns a float for scalar
     results, else an array.  A scalar ``k`` is summed from the distribution of
     emitted tokens; an array ``k`` from running sums shared by all its ``K``:
-    the two agree to about ``K`` ulps, not always bit for bit.
+    the two agree to a relative ``K * 2**-53`` or so, not always bit for bit.
     """
     semantics = _semantics(semantics)
     bonus = _flag(bonus, "bonus")
@@ -264,9 +264,9 @@ def _tokens_table(alphas, K, semantics, bonus):
     left to right: ``E(K') = sum_{j<K'} (j + 1) alpha^j (1 - alpha)`` plus
     ``(K' + 1) alpha^K'`` for the bonus (``K' alpha^K'`` without it), plus
     ``alpha^(K'-1) (1 - alpha)`` under rule R6.  Each term is positive, so the
-    running sums (``np.cumsum``) are within about ``K'`` ulps of the exact
-    value (a relative error below ``K' * 2**-53``; measured against a 60-digit
-    closed form: 13 ulps at alpha = 0.9, K' = 1000, and 311 at alpha = 0.999,
+    running sums (``np.cumsum``) have a relative error below about
+    ``K' * 2**-53`` (measured against a 60-digit closed form: ``13 * 2**-53``
+    at alpha = 0.9, K' = 1000, and ``311 * 2**-53`` at alpha = 0.999,
     K' = 10**5).
     """
     j = np.arange(K + 1, dtype=np.float64)

@@ -22,6 +22,7 @@ Every statistical test uses fixed seeds, so it always passes or always fails;
 with fresh seeds each chi-square / z check would fail falsely with probability
 about ALPHA = 1e-4 (the docstrings give the per-test rate).
 """
+import array
 import math
 import os
 import re
@@ -1032,6 +1033,43 @@ def test_kernel_refuses_shapes_it_would_index_out_of_bounds():
         _batch.verify_rows(target, **{**good, "states": None, "uniforms": np.zeros((B - 1, 5))})
     with pytest.raises(ValueError, match="generators"):
         _batch.verify_rows(target, **{**good, "states": (Rng(1),) * (B - 1)})
+    with pytest.raises(ValueError, match="vocabulary of at least 1"):
+        _batch.verify_rows(np.ones((B, K + 1, 0)), **{**good, "draft": None})
+
+
+def test_out_of_an_equivalent_int64_type_is_filled():
+    """out= arrays of np.longlong (the same 64-bit type under another name on Linux) or
+    made from a buffer of C long longs are int64 arrays: filled, and returned as given."""
+    draft, target, tokens = simple_batch(35, B=4, K=3, V=6)
+    want = verify_batch(draft, target, tokens, rng=3)
+    out = (np.zeros((4, 4), np.longlong), np.zeros(4, np.longlong),
+           np.asarray(memoryview(array.array("q", [0] * 4))))
+    got = verify_batch(draft, target, tokens, rng=3, out=out)
+    assert all(g is o for g, o in zip(got, out))
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_pool_refusing_work_raises_unless_the_interpreter_is_shutting_down(monkeypatch):
+    """A worker thread that cannot start is an error (its work item may still be queued, so
+    running the range here too could not be trusted); only the refusal at interpreter
+    shutdown, which queues nothing, makes the calling thread run the range."""
+    import concurrent.futures.thread as futures_thread
+    from specdec_fast import batch
+
+    class Refusing:
+        def submit(self, *args):
+            raise RuntimeError("can't start new thread")
+
+    draft, target, tokens = simple_batch(36, B=8, K=3, V=6)
+    want = verify_batch(draft, target, tokens, rng=np.arange(8), num_threads=1)
+    monkeypatch.setattr(batch, "_MAX_THREADS", 2)
+    monkeypatch.setattr(batch, "_worker_pool", Refusing)
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        verify_batch(draft, target, tokens, rng=np.arange(8), num_threads=2)
+    monkeypatch.setattr(futures_thread, "_shutdown", True)
+    got = verify_batch(draft, target, tokens, rng=np.arange(8), num_threads=2)
+    assert_same_result(got, want)
 
 
 def test_rng_subclass_draws_its_own_keys_whatever_it_overrides():

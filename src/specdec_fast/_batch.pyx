@@ -193,7 +193,7 @@ cdef int require_rows(cnp.ndarray a, str name, cnp.ndarray target) except -1:
 
 cdef int require_c_array(object a, str name, int kind, int ndim, Py_ssize_t rows) except -1:
     """``a`` is a C-contiguous, aligned ``ndim``-D array of type ``kind`` with ``rows`` rows."""
-    if not (cnp.PyArray_Check(a) and cnp.PyArray_TYPE(a) == kind
+    if not (cnp.PyArray_Check(a) and cnp.PyArray_EquivTypenums(cnp.PyArray_TYPE(a), kind)
             and cnp.PyArray_NDIM(a) == ndim and cnp.PyArray_DIM(a, 0) == rows
             and cnp.PyArray_ISCARRAY_RO(a)):
         raise ValueError(f"{name}: verify_rows needs a C-contiguous, aligned {ndim}-D array "
@@ -207,6 +207,8 @@ cdef int require_shapes(cnp.ndarray target, object draft, object tokens, object 
     """The shapes the loop indexes by, which the wrapper provides: refused, not
     read or written out of bounds, when a caller passes others."""
     cdef Py_ssize_t B = cnp.PyArray_DIM(target, 0), K
+    if cnp.PyArray_DIM(target, 2) < 1:
+        raise ValueError("target_probs: verify_rows needs a vocabulary of at least 1")
     require_c_array(tokens, "draft_tokens", cnp.NPY_INTP, 2, B)
     K = cnp.PyArray_DIM(tokens, 1)
     if not K <= cnp.PyArray_DIM(target, 1) <= K + 1:
