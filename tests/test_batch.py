@@ -629,6 +629,15 @@ sys.exit(f"child status {status}" if status else 0)
 """
 
 
+def _run_python(script, cwd):
+    """``python -c script`` importing the specdec_fast these tests import (installed, or
+    built in place), from a directory without a source tree that would shadow it."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(specdec_fast.__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=120)
+
+
 AT_SHUTDOWN = """
 import atexit, threading, time
 import numpy as np
@@ -650,24 +659,22 @@ atexit.register(lambda: print("atexit", (run(2) == want).all(), flush=True))
 """
 
 
-def test_threads_work_while_the_interpreter_shuts_down():
+def test_threads_work_while_the_interpreter_shuts_down(tmp_path):
     """A decoding thread still running when the main thread ends, or an atexit handler,
     can call verify_batch with threads: once the pool takes no more work, the
     calling thread runs every range.  Needs two or more CPUs to use the pool at all."""
-    done = subprocess.run([sys.executable, "-c", AT_SHUTDOWN], capture_output=True,
-                          text=True, timeout=120)
+    done = _run_python(AT_SHUTDOWN, tmp_path)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert sorted(done.stdout.split("\n")) == ["", "atexit True", "thread True"], done.stdout
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
-def test_threads_work_in_a_forked_child():
+def test_threads_work_in_a_forked_child(tmp_path):
     """A process forked after verify_batch started its worker threads (a multiprocessing
     worker, by default on Linux before 3.14) gets a pool of its own: the parent's
     threads do not exist in the child, and a call waiting on them would hang.  Needs
     two or more CPUs to start the pool at all (with one, it passes trivially)."""
-    done = subprocess.run([sys.executable, "-c", FORKED_CHILD], capture_output=True,
-                          text=True, timeout=120)
+    done = _run_python(FORKED_CHILD, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
