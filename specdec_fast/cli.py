@@ -23,6 +23,7 @@ import re
 import sys
 import time
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -299,7 +300,9 @@ def _load_probs(path):
             draft, target = data[draft_key], data[target_key]
     except UsageError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error,
+            NotImplementedError, RuntimeError) as exc:     # the last three: corrupt,
+        # unsupported or encrypted zip members
         raise UsageError(f"--probs {path}: cannot read it as .npz ({exc})") from None
     draft_name, target_name = f"--probs {path}: 'draft'", f"--probs {path}: 'target'"
     try:
@@ -457,8 +460,8 @@ def run_simulate(args):
             entry["best_k"] = rows[s][int(np.argmax(closed))]["k"]
             entry["best_k_simulated"] = rows[s][int(np.argmax(simulated))]["k"]
         if alphas is None:
-            q = draft[s, :max(ks)] / draft[s, :max(ks)].sum(-1, keepdims=True)
-            p = target[s, :max(ks)] / target[s, :max(ks)].sum(-1, keepdims=True)
+            q = theory._normalised(draft[s:s + 1, :max(ks)], "draft")[0]
+            p = theory._normalised(target[s:s + 1, :max(ks)], "target")[0]
             entry["alpha_per_position"] = [float(x) for x in
                                            np.atleast_1d(theory.acceptance_rate(p, q))]
         report["scenarios"].append(entry)

@@ -42,6 +42,9 @@ __all__ = ["CHUNK_TRIALS", "SimulationResult", "simulate"]
 #: Trials per chunk: the unit of threading, progress and interruption.
 CHUNK_TRIALS = 1 << 16
 
+#: At most this many trials (the histograms count in int64).
+MAX_TRIALS = 1 << 62
+
 
 @dataclass(frozen=True, eq=False)
 class SimulationResult:
@@ -161,6 +164,8 @@ def simulate(draft_probs, target_probs, k=None, *, trials, rng=None, semantics="
     """
     semantics = _semantics(semantics)
     trials = _int(trials, "trials", 1)
+    if trials > MAX_TRIALS:
+        raise ValueError(f"trials must be at most 2**62, got {trials}")
     count_tokens = _flag(count_tokens, "count_tokens")
     confidence = _real(confidence, "confidence", 0.0, 1.0)
     if confidence in (0.0, 1.0):
@@ -367,7 +372,9 @@ def _wilson(x, n, z):
 
 def _result(K, V, semantics, bonus, confidence, requested, interrupted, accepted_hist,
             emitted_hist, alpha, token_counts, batched):
-    z = statistics.NormalDist().inv_cdf(0.5 + confidence / 2.0)
+    # The upper quantile from the lower tail: 0.5 + confidence / 2 would round to 1
+    # for a confidence within 2**-53 of it.
+    z = -statistics.NormalDist().inv_cdf((1.0 - confidence) / 2.0)
     n = emitted_hist.sum(axis=-1)                                   # (S,)
     counts = np.arange(K + 2, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):

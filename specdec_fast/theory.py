@@ -164,6 +164,11 @@ def speedup(alpha, k, cost_ratio, *, semantics="exact", bonus=True):
     bonus = _flag(bonus, "bonus")
     e = np.asarray(expected_tokens(alpha, k, semantics=semantics, bonus=bonus))
     K = np.shape(np.asarray(alpha))[-1] if k is None else _ks(k)
+    try:
+        np.broadcast_shapes(e.shape, np.shape(K), c.shape)
+    except ValueError:
+        raise ValueError(f"alpha, k and cost_ratio do not broadcast: shapes "
+                         f"{np.shape(alpha)}, {np.shape(K)} and {c.shape}") from None
     return _out(e / (np.asarray(K, dtype=np.float64) * c + 1.0))
 
 
@@ -292,7 +297,10 @@ def _out(x):
 def _ks(k):
     """Draft lengths in [0, K_MAX_LIMIT] (beyond it a table of E would not fit in memory)."""
     if np.ndim(k) == 0:
-        arr = np.asarray(_int(k, "k"), dtype=np.int64)
+        value = _int(k, "k")
+        if value > K_MAX_LIMIT:
+            raise ValueError(f"k must be at most {K_MAX_LIMIT:,}, got {value}")
+        arr = np.asarray(value, dtype=np.int64)
     else:
         arr = np.asarray(k)
         if arr.dtype.kind not in "iu":
@@ -380,7 +388,7 @@ def _flag(x, name):
 
 
 def _semantics(semantics):
-    if semantics not in _SEMANTICS:
+    if not isinstance(semantics, str) or semantics not in _SEMANTICS:
         raise ValueError(f"semantics must be 'exact' or 'reference', got {semantics!r}")
     return semantics
 

@@ -13,7 +13,10 @@ the bucket boundaries (R4, R6) -- where a fast scan is most likely to differ.
 import _thread
 import itertools
 import math
+import os
 import signal
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -266,3 +269,13 @@ def adversarial_uniforms(g, draft, target, tokens, V):
     while len(out) < K + 2:
         out.append(float(g.random()))
     return out
+
+
+def run_python(script, cwd):
+    """``python -c script`` importing the specdec_fast these tests import (installed, or
+    built in place), from a directory without a source tree that would shadow it."""
+    import specdec_fast
+    root = os.path.dirname(os.path.dirname(os.path.abspath(specdec_fast.__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=120)

@@ -26,8 +26,6 @@ import array
 import math
 import os
 import re
-import subprocess
-import sys
 import threading
 from statistics import NormalDist
 
@@ -38,7 +36,8 @@ import specdec_fast
 from specdec_fast import Rng, VerifyResult, verify_batch
 from conftest import (FIVE_P as P5, FIVE_Q as Q5, FIVE_TOKENS as T5, READ_ACCEPT,
                       READ_REJECT, U_ACCEPT, U_REJECT, UNREAD_ACCEPT, UNREAD_REJECT,
-                      adversarial_uniforms, make_case, plain_uniforms, random_row, run_reference)
+                      adversarial_uniforms, make_case, plain_uniforms, random_row, run_python,
+                      run_reference)
 
 drop_in = specdec_fast.speculative_decode_sim
 
@@ -629,15 +628,6 @@ sys.exit(f"child status {status}" if status else 0)
 """
 
 
-def _run_python(script, cwd):
-    """``python -c script`` importing the specdec_fast these tests import (installed, or
-    built in place), from a directory without a source tree that would shadow it."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(specdec_fast.__file__)))
-    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=120)
-
-
 AT_SHUTDOWN = """
 import atexit, threading, time
 import numpy as np
@@ -663,7 +653,7 @@ def test_threads_work_while_the_interpreter_shuts_down(tmp_path):
     """A decoding thread still running when the main thread ends, or an atexit handler,
     can call verify_batch with threads: once the pool takes no more work, the
     calling thread runs every range.  Needs two or more CPUs to use the pool at all."""
-    done = _run_python(AT_SHUTDOWN, tmp_path)
+    done = run_python(AT_SHUTDOWN, tmp_path)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert sorted(done.stdout.split("\n")) == ["", "atexit True", "thread True"], done.stdout
 
@@ -674,7 +664,7 @@ def test_threads_work_in_a_forked_child(tmp_path):
     worker, by default on Linux before 3.14) gets a pool of its own: the parent's
     threads do not exist in the child, and a call waiting on them would hang.  Needs
     two or more CPUs to start the pool at all (with one, it passes trivially)."""
-    done = _run_python(FORKED_CHILD, tmp_path)
+    done = run_python(FORKED_CHILD, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
 
 

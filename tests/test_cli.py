@@ -322,3 +322,61 @@ def test_too_many_trials_is_a_usage_error(capsys):
     code = main(["simulate", "--alpha", "0.5", "--k", "1", "--trials", "1e19"])
     err = capsys.readouterr().err
     assert code == 2 and "--trials is at most" in err and "Traceback" not in err
+
+
+def _zip_of(members, patch=None):
+    """An .npz-like zip of ``members`` (name -> bytes); ``patch(raw, header_offsets)``
+    may then alter its bytes."""
+    import io
+    import zipfile
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data, compress_type=zipfile.ZIP_DEFLATED)
+        offsets = [(info.header_offset, info) for info in z.infolist()]
+    raw = bytearray(buf.getvalue())
+    if patch is not None:
+        patch(raw, offsets)
+    return bytes(raw)
+
+
+def _corrupt_deflate(raw, offsets):
+    for offset, info in offsets:        # a reserved block type: zlib refuses the stream
+        start = offset + 30 + len(info.filename.encode()) + len(info.extra)
+        raw[start] = 0xFF
+
+
+def _set_field(local, central, value):
+    def patch(raw, offsets):
+        for signature, at in ((b"PK\x03\x04", local), (b"PK\x01\x02", central)):
+            i = raw.find(signature)
+            while i >= 0:
+                raw[i + at:i + at + 2] = value.to_bytes(2, "little")
+                i = raw.find(signature, i + 4)
+    return patch
+
+
+@pytest.mark.parametrize("patch", [_corrupt_deflate, _set_field(8, 10, 99),
+                                   _set_field(6, 8, 1)],
+                         ids=["corrupt_deflate", "compression_method_99", "encrypted"])
+def test_probs_members_that_cannot_be_read(patch, tmp_path, capsys):
+    """Zip members zipfile cannot decompress (zlib.error, NotImplementedError,
+    RuntimeError) are a one-line usage error, not a traceback."""
+    members = {"draft.npy": b"\x00" * 200, "target.npy": b"\x00" * 200}
+    path = tmp_path / "bad.npz"
+    path.write_bytes(_zip_of(members, patch))
+    code, _, err = run(["simulate", "--probs", str(path), "--no-progress"], capsys)
+    assert code == 2 and "cannot read it as .npz" in err and err.count("\n") == 1
+
+
+def test_alpha_per_position_of_rows_whose_sum_overflows(tmp_path, capsys):
+    """Rows of entries near 1e308 sum to inf; the report's alpha per position is computed
+    from the same normalised rows as the simulation (here 0.5), not inf-divided to 0."""
+    path = tmp_path / "huge.npz"
+    np.savez(path, draft=np.full((1, 4), 1e308),
+             target=np.array([[0.5, 0.5, 0.0, 0.0], [0.25] * 4]))
+    code, out, err = run(["simulate", "--probs", str(path), "--trials", "2000", "--json",
+                          "--no-progress"], capsys)
+    assert code == 0 and err == ""
+    scenario = json.loads(out)["scenarios"][0]
+    assert scenario["alpha_per_position"] == [0.5]

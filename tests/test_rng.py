@@ -7,6 +7,7 @@ literal constants below were checked against this pure-Python version.
 """
 import array
 import copy
+import os
 import pickle
 
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 
 import specdec_fast
 from specdec_fast import Rng
+from conftest import run_python
 
 MASK = (1 << 64) - 1
 SEEDS = [0, 1, 42, 1234567, 2**32 - 1, 2**63, 2**64 - 1]
@@ -305,6 +307,55 @@ def test_pickling_a_subclass_keeps_its_type_and_attributes():
     clone = pickle.loads(pickle.dumps(rng))
     assert type(clone) is LabelledRng and clone.label == "draft"
     assert clone.random(20).tolist() == rng.random(20).tolist()
+
+
+class SlottedRng(Rng):
+    __slots__ = ("tag", "unset")
+
+
+@pytest.mark.parametrize("clone", [copy.copy, copy.deepcopy,
+                                   lambda r: pickle.loads(pickle.dumps(r))],
+                         ids=["copy", "deepcopy", "pickle"])
+def test_copies_of_a_subclass_keep_its_slots(clone):
+    """A subclass's __slots__ values survive copy and pickle, as they do for any class
+    (an unset slot stays unset)."""
+    rng = SlottedRng(8)
+    rng.tag = "request-17"
+    twin = clone(rng)
+    assert type(twin) is SlottedRng and twin.tag == "request-17"
+    assert not hasattr(twin, "unset")
+    assert twin.state == rng.state
+
+
+FORKED_DRAWS = """
+import os
+import specdec_fast
+
+specdec_fast.seed(5)              # even a seeded parent: its children draw afresh
+draws = []
+for _ in range(2):
+    read, write = os.pipe()
+    if os.fork() == 0:
+        os.write(write, repr(specdec_fast.get_default_rng().random()).encode())
+        os._exit(0)
+    os.close(write)
+    os.wait()
+    draws.append(float(os.read(read, 100)))
+draws.append(specdec_fast.get_default_rng().random())
+print(draws)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_forked_children_reseed_the_default_generator(tmp_path):
+    """As the random module does after fork: workers forked from one process must not
+    repeat its draws, nor each other's.  (Two children and the parent drawing the same
+    double from distinct fresh seeds: probability about 2**-52.)"""
+    done = run_python(FORKED_DRAWS, tmp_path)
+    assert done.returncode == 0, done.stderr
+    first, second, parent = eval(done.stdout)
+    assert parent == Rng(5).random()              # the parent's own stream is untouched
+    assert len({first, second, parent}) == 3
 
 
 def test_pickled_state_is_independent():

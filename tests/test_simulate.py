@@ -416,3 +416,16 @@ def test_seed_out_of_range_names_rng(seed):
     with pytest.raises(ValueError, match=r"^rng: seed must be in \[0, 2\*\*64\), got "
                        + str(int(seed)) + "$"):
         simulate(draft, target, trials=10, rng=seed)
+
+
+def test_confidence_a_rounding_step_below_one():
+    """confidence = 1 - 2**-53 lies in (0, 1): its intervals are wider than at 1 - 1e-6
+    (0.5 + confidence / 2 rounds to 1 there, where the normal quantile is infinite)."""
+    p = np.array([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]])
+    q = np.array([[0.3, 0.3, 0.4]])
+    edge = simulate(q, p, trials=1000, rng=3, confidence=1 - 2**-53)
+    usual = simulate(q, p, trials=1000, rng=3, confidence=1 - 1e-6)
+    assert edge.mean_tokens == usual.mean_tokens
+    lo, hi = edge.mean_tokens_ci
+    assert np.isfinite(lo) and np.isfinite(hi)
+    assert lo < usual.mean_tokens_ci[0] and hi > usual.mean_tokens_ci[1]

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from specdec_fast import synthetic, theory
+from specdec_fast.simulate import simulate
 
 
 def geometric(alpha, k):
@@ -403,3 +404,20 @@ def test_real_dtypes_accepted():
     # NumPy bools are bools.
     assert theory.expected_tokens(1.0, 2, bonus=np.False_) == 2.0
     assert theory.optimal_k(1.0, 0.0, 4, bonus=np.True_) == 4
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: theory.expected_tokens(0.5, 2**64), "k must be at most 1,000,000"),
+    (lambda: theory.speedup(0.5, 2**63, 0.1), "k must be at most 1,000,000"),
+    (lambda: theory.speedup(0.8, [1, 2], [0.1, 0.2, 0.3]),
+     r"alpha, k and cost_ratio do not broadcast: shapes \(\), \(2,\) and \(3,\)"),
+    (lambda: theory.expected_tokens(0.5, 3, semantics=np.array(["exact", "exact"])),
+     "semantics must be 'exact' or 'reference'"),
+    (lambda: simulate(np.full((1, 4), 0.25), np.full((2, 4), 0.25), trials=2**63),
+     r"trials must be at most 2\*\*62"),
+], ids=["k_huge", "speedup_k_huge", "speedup_broadcast", "semantics_array", "trials_huge"])
+def test_out_of_range_arguments_are_named(call, message):
+    """Ints too large for the machine and shapes that do not fit get an error naming the
+    argument, not OverflowError or NumPy's own message."""
+    with pytest.raises(ValueError, match=message):
+        call()

@@ -15,6 +15,7 @@ with them in their arithmetic.  When the loop meets one among the entries or
 uniforms it reads, the call starts again in the reference itself, from the
 same uniforms, reading the same rows through ``CheckedRows`` (the same checks).
 """
+import os
 from collections.abc import Mapping, Set
 from decimal import Decimal
 from fractions import Fraction
@@ -95,6 +96,17 @@ cdef Rng default_rng = Rng()
 def seed(value=None):
     """Reseed the module's default generator (``None``: from OS entropy)."""
     default_rng.state = Rng(value).state
+
+
+def _reseed_after_fork():
+    """A forked child (a multiprocessing worker) reseeds the default generator from OS
+    entropy, as the random module does: otherwise every worker would repeat the
+    parent's draws."""
+    seed(None)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reseed_after_fork)
 
 
 def get_default_rng():

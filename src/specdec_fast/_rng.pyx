@@ -4,6 +4,7 @@ The state is a C struct (``xoshiro256plus_state``) so the kernel can draw from
 it without Python objects.  Seeding follows the generator's authors: the four
 state words are four successive outputs of splitmix64 started at the seed.
 """
+import copyreg
 import operator
 import os
 from collections.abc import Mapping, Set
@@ -151,8 +152,12 @@ cdef class Rng:
             self.c_state.s[i] = words[i]
 
     def __reduce__(self):
-        # A subclass keeps its type and its instance attributes.
-        return (_from_state, (self.state, type(self)), getattr(self, "__dict__", None))
+        # A subclass keeps its type and its attributes, its __slots__ included: the
+        # state is then a (dict, slots) pair, as object.__reduce_ex__ gives it.
+        attributes = getattr(self, "__dict__", None)
+        slots = {name: getattr(self, name) for name in copyreg._slotnames(type(self))
+                 if hasattr(self, name)}
+        return (_from_state, (self.state, type(self)), (attributes, slots) if slots else attributes)
 
     def __repr__(self):
         return f"Rng(state={self.state['s']})"
