@@ -327,6 +327,28 @@ def test_copies_of_a_subclass_keep_its_slots(clone):
     assert twin.state == rng.state
 
 
+class CustomStateRng(Rng):
+    __slots__ = ("tag",)
+
+    def __getstate__(self):
+        return {"tag": self.tag.upper()}
+
+    def __setstate__(self, state):
+        self.tag = state["tag"]
+
+
+@pytest.mark.parametrize("clone", [copy.copy, copy.deepcopy,
+                                   lambda r: pickle.loads(pickle.dumps(r))],
+                         ids=["copy", "deepcopy", "pickle"])
+def test_copies_of_a_subclass_use_its_own_getstate(clone):
+    """A subclass's __getstate__ / __setstate__ pair is honoured, as for any class."""
+    rng = CustomStateRng(9)
+    rng.tag = "req-17"
+    twin = clone(rng)
+    assert type(twin) is CustomStateRng and twin.tag == "REQ-17"
+    assert twin.state == rng.state
+
+
 FORKED_DRAWS = """
 import os
 import specdec_fast

@@ -152,12 +152,16 @@ cdef class Rng:
             self.c_state.s[i] = words[i]
 
     def __reduce__(self):
-        # A subclass keeps its type and its attributes, its __slots__ included: the
-        # state is then a (dict, slots) pair, as object.__reduce_ex__ gives it.
+        # A subclass keeps its type and its attributes: what its own __getstate__
+        # returns, else its __dict__ and its __slots__ (a (dict, slots) pair, as
+        # object.__reduce_ex__ gives them).
+        cls = type(self)
+        if any("__getstate__" in vars(klass) for klass in cls.__mro__[:cls.__mro__.index(Rng)]):
+            return (_from_state, (self.state, cls), self.__getstate__())
         attributes = getattr(self, "__dict__", None)
-        slots = {name: getattr(self, name) for name in copyreg._slotnames(type(self))
+        slots = {name: getattr(self, name) for name in copyreg._slotnames(cls)
                  if hasattr(self, name)}
-        return (_from_state, (self.state, type(self)), (attributes, slots) if slots else attributes)
+        return (_from_state, (self.state, cls), (attributes, slots) if slots else attributes)
 
     def __repr__(self):
         return f"Rng(state={self.state['s']})"
