@@ -80,6 +80,21 @@ def verify(case):
     case.verified = True
 
 
+def compiled_loop(fn, d, t, k, V):
+    """``make_loop(calls)`` for a compiled function: a closure making ``calls`` calls
+    as a user's loop would, ``fn(d, t, k, V, rng=rng)``, from a fresh generator."""
+    def make_loop(calls):
+        rng = Rng(TIMING_SEED)
+        loop = range(calls)
+
+        def run():
+            for _ in loop:
+                result = fn(d, t, k, V, rng=rng)
+            return result
+        return run
+    return make_loop
+
+
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @pytest.mark.parametrize("regime", REGIMES)
 @pytest.mark.parametrize("V", VS)
@@ -108,15 +123,7 @@ def test_dropin(benchmark, get_case, plan, repeat, K, V, regime, implementation)
         else:
             d, t, k = case.draft_array, case.target_array, case.tokens
 
-        def make_loop(calls):
-            rng = Rng(TIMING_SEED)
-            loop = range(calls)
-
-            def run():
-                for _ in loop:
-                    result = fast(d, t, k, V, rng=rng)
-                return result
-            return run
+        make_loop = compiled_loop(fast, d, t, k, V)
 
     rounds, calls, per_call = plan(make_loop(1), implementation, V, regime)
 
@@ -151,18 +158,7 @@ def test_call_floor(benchmark, get_case, plan, repeat, K):
     V = VS[0]
     case = get_case(K, V, "matched")
     d, t, k = case.draft_list, case.target_list, case.tokens
-    floor = call_floor
-
-    def make_loop(calls):
-        rng = Rng(TIMING_SEED)
-        loop = range(calls)
-
-        def run():
-            for _ in loop:
-                result = floor(d, t, k, V, rng=rng)
-            return result
-        return run
-
+    make_loop = compiled_loop(call_floor, d, t, k, V)
     rounds, calls, per_call = plan(make_loop(1), "fast-list", V, "matched")
     benchmark.group = f"pass {repeat}: K={K} call floor"
     benchmark.extra_info.update({

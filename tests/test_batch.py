@@ -605,8 +605,8 @@ def test_splitting_a_batch_equals_one_call():
     assert one_rng.state == split_rng.state
 
 
-FORKED_CHILD = """
-import os, signal, sys
+# A batch and run(threads), its tokens, for the scripts below.
+BATCH_SCRIPT = """
 import numpy as np
 from specdec_fast import verify_batch
 
@@ -616,31 +616,24 @@ draft = g.dirichlet(np.ones(V), (B, K))
 target = g.dirichlet(np.ones(V), (B, K + 1))
 tokens = g.integers(0, V, (B, K))
 def run(threads):
-    return verify_batch(draft, target, tokens, rng=np.arange(B), num_threads=threads)
-want = run(1).tokens
-assert (run(2).tokens == want).all()        # the parent's pool threads now exist
+    return verify_batch(draft, target, tokens, rng=np.arange(B), num_threads=threads).tokens
+want = run(1)
+"""
+
+FORKED_CHILD = BATCH_SCRIPT + """
+import os, signal, sys
+assert (run(2) == want).all()               # the parent's pool threads now exist
 pid = os.fork()
 if pid == 0:
     signal.alarm(30)                        # a hung child dies of SIGALRM
-    os._exit(0 if (run(2).tokens == want).all() else 1)
+    os._exit(0 if (run(2) == want).all() else 1)
 _, status = os.waitpid(pid, 0)
 sys.exit(f"child status {status}" if status else 0)
 """
 
 
-AT_SHUTDOWN = """
+AT_SHUTDOWN = BATCH_SCRIPT + """
 import atexit, threading, time
-import numpy as np
-from specdec_fast import verify_batch
-
-g = np.random.default_rng(6)
-B, K, V = 16, 3, 64
-draft = g.dirichlet(np.ones(V), (B, K))
-target = g.dirichlet(np.ones(V), (B, K + 1))
-tokens = g.integers(0, V, (B, K))
-def run(threads):
-    return verify_batch(draft, target, tokens, rng=np.arange(B), num_threads=threads).tokens
-want = run(1)
 def late():
     time.sleep(0.3)                         # past the main thread's end: shutdown has begun
     print("thread", (run(2) == want).all(), flush=True)
