@@ -18,8 +18,8 @@ call of a closure that makes the round's calls in a loop, written as a user's
 loop would make them (positional arguments, ``rng=`` keyword).  The report
 divides a round's time by its calls (``extra_info["calls_per_round"]``).  So a
 call's time holds the loop's few nanoseconds, not pytest-benchmark's dispatch
-of a Python function (``f(*args, **kwargs)`` into a fresh frame, about 0.1 µs
-here), which would be a fifth of the fast calls at ``V = 64``.
+of a Python function (``f(*args, **kwargs)`` into a fresh frame, about 0.12 µs
+here), which would add a third to the fast calls at ``V = 64``.
 
 ``test_call_floor`` times ``call_floor``, which takes the same arguments and
 builds the same result dict but does no work: the cost of a call's Python

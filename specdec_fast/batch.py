@@ -21,9 +21,9 @@ its stream.
   These rows run on the calling thread with the GIL held, as ``Rng.random``
   does, so other threads may use the same generators meanwhile.
 """
+import concurrent.futures.thread as _futures_thread
 import os
 import threading
-import concurrent.futures.thread as _futures_thread
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 

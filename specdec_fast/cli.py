@@ -300,9 +300,10 @@ def _load_probs(path):
             draft, target = data[draft_key], data[target_key]
     except UsageError:
         raise
+    # zlib.error, NotImplementedError, RuntimeError: a corrupt, an unsupported (compression
+    # method) or an encrypted zip member.
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error,
-            NotImplementedError, RuntimeError) as exc:     # the last three: corrupt,
-        # unsupported or encrypted zip members
+            NotImplementedError, RuntimeError) as exc:
         raise UsageError(f"--probs {path}: cannot read it as .npz ({exc})") from None
     draft_name, target_name = f"--probs {path}: 'draft'", f"--probs {path}: 'target'"
     try:

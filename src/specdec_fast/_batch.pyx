@@ -187,7 +187,8 @@ cdef int require_rows(cnp.ndarray a, str name, cnp.ndarray target) except -1:
             ok = ok and (cnp.PyArray_DIM(a, d) == 1 or cnp.PyArray_STRIDE(a, d) % item == 0)
     if not ok:
         raise ValueError(f"{name}: verify_rows needs rows of contiguous, aligned, native "
-                         f"float32/float64 of one type; got dtype {(<object>a).dtype}, strides {(<object>a).strides}")
+                         f"float32/float64 of one type; got dtype {(<object>a).dtype}, "
+                         f"strides {(<object>a).strides}")
     return 0
 
 
