@@ -32,7 +32,7 @@ import numpy as np
 from specdec_fast import _batch
 from specdec_fast._core import get_default_rng
 from specdec_fast._rng import Rng, seeded_states
-from specdec_fast.theory import _flag
+from specdec_fast.theory import _flag, _semantics
 
 __all__ = ["VerifyResult", "verify_batch"]
 
@@ -311,8 +311,7 @@ def verify_batch(draft_probs, target_probs, draft_tokens, *, rng=None, uniforms=
     -------
     VerifyResult(tokens, num_emitted, num_accepted)
     """
-    if semantics not in ("exact", "reference"):
-        raise ValueError(f"semantics must be 'exact' or 'reference', got {semantics!r}")
+    semantics = _semantics(semantics)
     greedy = _flag(greedy, "greedy")
     target = _real_array(target_probs, "target_probs")
     B, R, V = target.shape
