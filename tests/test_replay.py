@@ -974,3 +974,115 @@ def test_many_drafts_use_heap_buffers_exactly(kind, K):
         assert fast["num_accepted"] == K + 1
     with pytest.raises(ValueError, match=f"more than the {K + 1} values"):
         fast_sim(form(draft), form(target), tokens, V, uniforms=[0.5] * (K - 1) + [0.7, 0.45])
+
+
+# --------------------------------------------------------------------------
+# List rows of floats take quick loops (the accept tests, four bonus entries at a
+# time); anything else, at any position, hands over to the general loop there.
+
+def _hand_over_case(kind, j):
+    """K = 6 drafts that all pass before position ``j``, where an entry, a row or
+    the uniforms are of ``kind``; what the reference reads there is the same number."""
+    K, V = 6, 5
+    g = np.random.default_rng(1000 + j)
+    draft = [[float(x) for x in g.dirichlet(np.ones(V))] for _ in range(K)]
+    target = [[float(x) for x in g.dirichlet(np.ones(V))] for _ in range(K + 1)]
+    tokens = [int(t) for t in g.integers(0, V, K)]
+    U = [0.0] * j + [float(u) for u in g.random(K + 2 - j)]
+    ref_draft, ref_target = [list(r) for r in draft], [list(r) for r in target]
+    t = tokens[j]
+    if kind == "int-entries":
+        target[j][t] = ref_target[j][t] = 1
+        draft[j][t] = ref_draft[j][t] = 1
+    elif kind == "float64-entries":
+        target[j][t], draft[j][t] = np.float64(target[j][t]), np.float64(draft[j][t])
+    elif kind == "q-zero":
+        draft[j][t] = ref_draft[j][t] = 0.0
+    elif kind == "q-negative-zero":
+        draft[j][t] = ref_draft[j][t] = -0.0
+    elif kind == "tuple-row":
+        target[j] = tuple(target[j])
+    elif kind == "array-row":
+        draft[j] = np.array(draft[j])
+    elif kind == "float32-array-row":
+        draft[j] = np.array(draft[j], dtype=np.float32)
+        ref_draft[j] = draft[j].tolist()
+    elif kind == "short-row":                   # R5: only the first V entries count
+        target[j] = target[j] + ["junk"]
+    return draft, target, tokens, V, U, ref_draft, ref_target
+
+
+HAND_OVER_KINDS = ["int-entries", "float64-entries", "q-zero", "q-negative-zero", "tuple-row",
+                   "array-row", "float32-array-row", "short-row"]
+
+
+@pytest.mark.parametrize("kind", HAND_OVER_KINDS)
+@pytest.mark.parametrize("j", range(6))
+def test_quick_accept_loop_hands_over_at_any_position(kind, j):
+    """Positions before ``j`` go through the quick loop, ``j`` on in the general one:
+    the reference's dict and draws; under "exact", the dict of the same values as a
+    2-D float64 array (the kernel's own loop)."""
+    draft, target, tokens, V, U, ref_draft, ref_target = _hand_over_case(kind, j)
+    fast, used = check(draft, target, tokens, V, U, ref_draft, ref_target)
+    assert fast["tokens"][:j] == tokens[:j]
+    exact = fast_sim(draft, target, tokens, V, uniforms=U, semantics="exact")
+    assert_same(exact, fast_sim(np.array(ref_draft, dtype=float), np.array(ref_target, dtype=float),
+                                tokens, V, uniforms=U, semantics="exact"))
+
+
+@pytest.mark.parametrize("j", range(6))
+@pytest.mark.parametrize("bad", ["target", "draft"])
+@pytest.mark.parametrize("value", [-0.5, float("nan"), float("inf")])
+def test_quick_accept_loop_leaves_bad_values_to_the_checks(j, bad, value):
+    """An invalid probability at position ``j``, after ``j`` accepts: the error names it."""
+    draft, target, tokens, V, U, _, _ = _hand_over_case("none", j)
+    (target if bad == "target" else draft)[j][tokens[j]] = value
+    name = "target_probs" if bad == "target" else "draft_probs"
+    with pytest.raises(ValueError, match=rf"^{name}\[{j}\]\[{tokens[j]}\] = "):
+        fast_sim(draft, target, tokens, V, uniforms=U)
+
+
+@pytest.mark.parametrize("j", range(6))
+def test_quick_accept_loop_runs_out_of_uniforms_where_the_reference_does(j):
+    draft, target, tokens, V, U, _, _ = _hand_over_case("none", j)
+    with pytest.raises(ValueError, match=f"more than the {j} values"):
+        fast_sim(draft, target, tokens, V, uniforms=U[:j])
+
+
+BONUS_V = 11                    # two blocks of four and three entries one at a time
+
+
+def _bonus_row():
+    """Dyadic entries: every running sum is exact, so a uniform can sit on each."""
+    return [(v + 1) / 128 for v in range(BONUS_V)]
+
+
+@pytest.mark.parametrize("v", range(BONUS_V))
+@pytest.mark.parametrize("offset", [-1, 0, 1])
+def test_bonus_block_scan_finds_the_reference_crossing_in_every_lane(v, offset):
+    """u on, just below and just above the running sum at each entry."""
+    row = _bonus_row()
+    u = math.fsum(row[:v + 1])
+    u = math.nextafter(u, 0) if offset < 0 else math.nextafter(u, 1) if offset > 0 else u
+    fast, used = check([], [row], [], BONUS_V, [u])
+    assert used == 1
+    assert fast["tokens"] == [v + 1 if offset > 0 and v + 1 < BONUS_V else v
+                              if offset <= 0 else 0]
+
+
+@pytest.mark.parametrize("v", range(BONUS_V))
+@pytest.mark.parametrize("value, ok", [(-0.0, True), (0.0, True), (1e308, True),
+                                       (-1e-300, False), (float("nan"), False),
+                                       (float("inf"), False), (1, True), (np.float64(0.5), True)])
+def test_bonus_block_scan_hands_over_any_entry_in_any_lane(v, value, ok):
+    """An entry that is not a plain valid float at ``v``: read one at a time from the
+    block holding it, as the reference reads it; an invalid one is named."""
+    row = _bonus_row()
+    row[v] = value
+    u = 0.9999
+    if ok:
+        fast, used = check([], [row], [], BONUS_V, [u])
+        assert used == 1
+    else:
+        with pytest.raises(ValueError, match=rf"^target_probs\[0\]\[{v}\] = "):
+            fast_sim([], [row], [], BONUS_V, uniforms=[u])

@@ -32,7 +32,8 @@ from cpython.complex cimport PyComplex_Check
 from cpython.object cimport PyObject, PyObject_TypeCheck, PyTypeObject
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.ref cimport Py_INCREF
-from libc.math cimport INFINITY, nextafter
+from libc.float cimport DBL_MAX
+from libc.math cimport INFINITY, nextafter, signbit
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy
 
@@ -1037,13 +1038,42 @@ cdef Py_ssize_t copy_floats(PyObject** items, Py_ssize_t v, Py_ssize_t stop,
     return v
 
 
+cdef inline bint sign_bits_clear(double a, double b, double c, double d) noexcept:
+    """None of the four has its sign bit set (a negative number, -0.0, a negative NaN)."""
+    return not (signbit(a) | signbit(b) | signbit(c) | signbit(d))
+
+
 cdef inline Py_ssize_t running_sum_floats(PyObject** items, Py_ssize_t v, Py_ssize_t stop,
                                           double u, double* total, double* out) noexcept:
     """The reference's running sum ``total`` over items[v:stop], copied to ``out``,
     while they are floats and valid probabilities: returns ``~v`` (negative) at
     the item where it reaches ``u``, else the index of the first other item
     (``stop`` when there is none)."""
-    cdef double cum = total[0], x
+    cdef double cum = total[0], x, a, b, c, d, ab, abc, abcd
+    while v + 4 <= stop:        # four at a time: one branch for four type checks, one for the sums
+        if not (PyFloat_CheckExact_ptr(items[v]) & PyFloat_CheckExact_ptr(items[v + 1])
+                & PyFloat_CheckExact_ptr(items[v + 2]) & PyFloat_CheckExact_ptr(items[v + 3])):
+            break
+        a = PyFloat_AS_DOUBLE_ptr(items[v])
+        b = PyFloat_AS_DOUBLE_ptr(items[v + 1])
+        c = PyFloat_AS_DOUBLE_ptr(items[v + 2])
+        d = PyFloat_AS_DOUBLE_ptr(items[v + 3])
+        ab = cum + a
+        abc = ab + b
+        abcd = abc + c
+        x = abcd + d
+        # All four valid (no sign bit, a finite sum) needs no test of each; else
+        # (a -0.0 too) the loop below finds the invalid one, one at a time.
+        if not (sign_bits_clear(a, b, c, d) and x <= DBL_MAX):
+            break
+        out[v] = a
+        out[v + 1] = b
+        out[v + 2] = c
+        out[v + 3] = d
+        if u <= x:              # the running sum never decreases: the crossing is here
+            return ~(v if u <= ab else v + 1 if u <= abc else v + 2 if u <= abcd else v + 3)
+        cum = x
+        v += 4
     while v < stop and PyFloat_CheckExact_ptr(items[v]):
         x = PyFloat_AS_DOUBLE_ptr(items[v])
         if not is_probability(x):
@@ -1154,6 +1184,58 @@ cdef Py_ssize_t verify_arrays(Matrix* target, Matrix* draft, const Py_ssize_t* t
     return r.emitted
 
 
+cdef inline PyObject** list_rows(Matrix* m, Py_ssize_t count) noexcept:
+    """The items of a list or tuple of rows that holds ``count`` rows now, else NULL."""
+    if m.data != NULL or PySequence_Fast_GET_SIZE_ptr(m.rows) < count:
+        return NULL
+    return PySequence_Fast_ITEMS_ptr(m.rows)
+
+
+cdef inline bint list_float(PyObject* row, Py_ssize_t v, double* x) noexcept:
+    """Item ``v`` of ``row`` into ``x`` when the row is a list and the item a float."""
+    cdef PyObject* item
+    if not (PyList_CheckExact_ptr(row) and v < PyList_GET_SIZE_ptr(row)):
+        return False
+    item = PyList_GET_ITEM_ptr(row, v)
+    if not PyFloat_CheckExact_ptr(item):
+        return False
+    x[0] = PyFloat_AS_DOUBLE_ptr(item)
+    return True
+
+
+cdef Py_ssize_t plain_accepts(Matrix* target, Matrix* draft, const Py_ssize_t* tokens,
+                              Py_ssize_t K, UniformStream* stream, double* drawn,
+                              Py_ssize_t* out, bint* rejected) noexcept:
+    """R1-R3 while both entries are floats in list rows (reading them runs no user
+    code), valid, with q > 0: the common case, in a loop with no Python calls.
+    Accepted tokens go to ``out``.  Returns the first position not accepted;
+    ``rejected[0]`` tells whether it drew its uniform and rejected.  Otherwise
+    nothing was drawn for it, and ``verify_rows`` takes it up."""
+    cdef PyObject** p_rows = list_rows(target, K)
+    cdef PyObject** q_rows = list_rows(draft, K)
+    cdef Py_ssize_t i, t
+    cdef double p, q, u
+    rejected[0] = False
+    if p_rows == NULL or q_rows == NULL:
+        return 0
+    for i in range(K):
+        t = tokens[i]
+        if not (list_float(p_rows[i], t, &p) and list_float(q_rows[i], t, &q)):
+            return i
+        if not (is_probability(p) and q > 0.0 and q <= DBL_MAX):
+            return i
+        if not next_uniform(stream, &u):
+            return i
+        if stream.state != NULL:
+            drawn[stream.used] = u
+            stream.used += 1
+        if not u < p / q:                                    # R3
+            rejected[0] = True
+            return i
+        out[i] = t
+    return K
+
+
 cdef Py_ssize_t verify_rows(Matrix* target, Matrix* draft, const Py_ssize_t* tokens,
                             object drafted, Py_ssize_t K, Py_ssize_t V, int semantics,
                             UniformStream* stream, double* drawn, Py_ssize_t* out) except -1:
@@ -1161,10 +1243,12 @@ cdef Py_ssize_t verify_rows(Matrix* target, Matrix* draft, const Py_ssize_t* tok
     Once user code has run (converting an entry), each draft token of a list
     (``drafted``) is read again when its turn comes, as the reference does:
     that code may have changed it."""
-    cdef Py_ssize_t i, t, n = 0, accepted = 0
+    cdef Py_ssize_t i, t, n
     cdef double p, q, u
-    cdef bint reread = False
-    for i in range(K):                                       # R1
+    cdef bint reread = False, rejected
+    i = plain_accepts(target, draft, tokens, K, stream, drawn, out, &rejected)
+    n = i
+    while i < K and not rejected:                            # R1
         t = list_token(drafted, i, V) if reread else tokens[i]
         if quick_entry(target, i, t, &p) and quick_entry(draft, i, t, &q):        # R2
             check_probability(p, "target_probs", i, t)
@@ -1181,17 +1265,18 @@ cdef Py_ssize_t verify_rows(Matrix* target, Matrix* draft, const Py_ssize_t* tok
         check_probability(q, "draft_probs", i, t)
         if q == 0.0 and semantics == REFERENCE:
             return n                                         # R2: no token, no bonus
-        if q != 0.0:
+        rejected = q == 0.0
+        if not rejected:
             draw(stream, &u, drawn)                          # R3
-            if u < p / q:
-                out[n] = t
-                n += 1
-                accepted += 1
-                continue
+            rejected = not u < p / q
+        if not rejected:
+            out[n] = t
+            n += 1
+            i += 1
+    if rejected:
         out[n] = sample_residual(target, draft, i, V, stream, drawn)   # R4
         n += 1
-        break
-    if bonus_follows(semantics, accepted, n, K, row_count(target)):   # R6, R7
+    if bonus_follows(semantics, i, n, K, row_count(target)):   # R6, R7
         draw(stream, &u, drawn)
         out[n] = sample_cumulative(target, K, V, u)
         n += 1
