@@ -21,10 +21,9 @@ its stream.
   These rows run on the calling thread with the GIL held, as ``Rng.random``
   does, so other threads may use the same generators meanwhile.
 """
-import concurrent.futures.thread as _futures_thread
 import os
+import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
@@ -378,15 +377,104 @@ def verify_batch(draft_probs, target_probs, draft_tokens, *, rng=None, uniforms=
     args = (target, draft, tokens, counts, states, replay, semantics == "reference", greedy,
             out_tokens, out_emitted, out_accepted)
     ranges = list(zip(bounds[:-1], bounds[1:]))
-    # The first range runs in this thread, the others on pool threads kept between calls.
-    others = [_submit(args, start, stop) for start, stop in ranges[1:]]
-    failures = [_batch.verify_rows(*args, *ranges[0])]
-    failures += [_batch.verify_rows(*args, start, stop) if f is None else f.result()
-                 for f, (start, stop) in zip(others, ranges[1:])]
+    # The first range runs on this thread; the others are handed to the pool's threads,
+    # and this thread runs those none has taken by the time its own range is done.
+    handed = [_Range(args, start, stop) for start, stop in ranges[1:]]
+    try:
+        if handed:
+            _hand_over(handed)
+        failures = [_batch.verify_rows(*args, *ranges[0])]
+        for r in handed:
+            r.run_unless_taken()
+    finally:
+        for r in handed:
+            r.close()
+    failures += [r.failure() for r in handed]
     failures = [f for f in failures if f is not None]
     if failures:
         raise _batch.failure_error(min(failures, key=lambda f: f[1]), target, draft, given_tokens)
     return VerifyResult(out_tokens, out_emitted, out_accepted)
+
+
+class _Range:
+    """``verify_rows`` over rows ``start .. stop`` of one call, handed to the pool: it runs
+    once, on whichever takes it first, a pool thread or the calling thread.  Running it
+    twice would not give the same outputs: it advances its rows' generator states.
+    ``_claim`` is acquired once and never released, so a pool thread that reaches a
+    range the calling thread took (and ran, or dropped after an error) does nothing."""
+
+    def __init__(self, args, start, stop):
+        self._args = (*args, start, stop)
+        self._claim = threading.Lock()
+        self._ran = threading.Event()       # set once a pool thread has run the range
+        self._mine = None                   # the calling thread's claim: won, lost, not tried
+        self._outcome = None, None          # verify_rows's return, or what it raised
+
+    def __call__(self):
+        """On a pool thread."""
+        if self._claim.acquire(blocking=False):
+            self._run()
+            self._ran.set()
+
+    def run_unless_taken(self):
+        """On the calling thread: run the range here unless a pool thread has taken it."""
+        self._mine = self._claim.acquire(blocking=False)
+        if self._mine:
+            self._run()
+
+    def close(self):
+        """On the calling thread, last: wait for the pool thread that took the range, or
+        take it so that none will.  Afterwards nothing of the range runs, now or later."""
+        if self._mine is None:
+            self._mine = self._claim.acquire(blocking=False)
+        if not self._mine:
+            self._ran.wait()
+        self._args = None                   # a pool thread may still hold the emptied range
+
+    def failure(self):
+        """What ``verify_rows`` returned (None, or the range's first failure), or raise
+        what it raised."""
+        failure, exc = self._outcome
+        if exc is not None:
+            raise exc
+        return failure
+
+    def _run(self):
+        try:
+            self._outcome = _batch.verify_rows(*self._args), None
+        except BaseException as exc:        # raised again on the calling thread
+            self._outcome = None, exc
+
+
+class _Pool:
+    """Daemon threads, kept between calls, running the ``_Range``s put on one queue.
+
+    Threads are started before any work is queued, so one that cannot start (a process
+    thread limit) leaves the pool smaller, not work queued that might run after its call
+    returned.  Daemon threads: the interpreter's exit does not wait for them, and they
+    keep serving while it shuts down (a thread still decoding, an ``atexit`` handler)."""
+
+    def __init__(self):
+        self._queue = queue.SimpleQueue()
+        self.threads = 0
+
+    def grow(self, n):
+        """Start threads until there are ``n``, or one cannot start."""
+        while self.threads < n:
+            thread = threading.Thread(target=self._serve, name=f"specdec_fast_{self.threads}",
+                                      daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:
+                return
+            self.threads += 1
+
+    def put(self, task):
+        self._queue.put(task)
+
+    def _serve(self):
+        while True:
+            self._queue.get()()
 
 
 _pool = None
@@ -394,26 +482,18 @@ _pool_lock = threading.Lock()
 _MAX_THREADS = os.cpu_count() or 1
 
 
-def _worker_pool():
-    """The pool of worker threads, made on first use and kept for later calls."""
+def _hand_over(ranges):
+    """Queue ``ranges`` for the pool's threads, made on first use and grown to
+    ``_MAX_THREADS - 1`` as the process allows; with none, leave them to the caller."""
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(max(_MAX_THREADS - 1, 1), thread_name_prefix="specdec_fast")
-        return _pool
-
-
-def _submit(args, start, stop):
-    """``verify_rows`` over ``start .. stop`` on a pool thread: its future, or None
-    when the interpreter is shutting down (a thread still decoding, an atexit
-    handler), whose pools refuse work before queueing it, for the caller to run
-    it itself.  Any other refusal (a worker thread that could not start) raises."""
-    try:
-        return _worker_pool().submit(_batch.verify_rows, *args, start, stop)
-    except RuntimeError:
-        if getattr(_futures_thread, "_shutdown", False):
-            return None
-        raise
+            _pool = _Pool()
+        _pool.grow(_MAX_THREADS - 1)
+        pool = _pool
+    if pool.threads:
+        for r in ranges:
+            pool.put(r)
 
 
 def _forget_pool():

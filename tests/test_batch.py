@@ -644,8 +644,9 @@ atexit.register(lambda: print("atexit", (run(2) == want).all(), flush=True))
 
 def test_threads_work_while_the_interpreter_shuts_down(tmp_path):
     """A decoding thread still running when the main thread ends, or an atexit handler,
-    can call verify_batch with threads: once the pool takes no more work, the
-    calling thread runs every range.  Needs two or more CPUs to use the pool at all."""
+    can call verify_batch with threads: the pool's daemon threads still serve, and the
+    calling thread runs what they have not started.  Needs two or more CPUs to use the
+    pool at all."""
     done = run_python(AT_SHUTDOWN, tmp_path)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert sorted(done.stdout.split("\n")) == ["", "atexit True", "thread True"], done.stdout
@@ -659,6 +660,107 @@ def test_threads_work_in_a_forked_child(tmp_path):
     two or more CPUs to start the pool at all (with one, it passes trivially)."""
     done = run_python(FORKED_CHILD, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def counting_runs(monkeypatch, runs, before=None):
+    """Record each ``verify_rows`` run as (its out.tokens, start, stop), calling
+    ``before(out_tokens)`` first when given."""
+    from specdec_fast import _batch
+    verify_rows = _batch.verify_rows
+
+    def counted(*args):
+        runs.append((args[8], *args[-2:]))
+        if before is not None:
+            before(args[8])
+        return verify_rows(*args)
+    monkeypatch.setattr(_batch, "verify_rows", counted)
+
+
+def ranges_run_into(out_tokens, runs):
+    return sorted((int(start), int(stop)) for o, start, stop in runs if o is out_tokens)
+
+
+def drain_pool():
+    """Return once every pool thread has finished all that was queued before."""
+    from specdec_fast import batch
+    pool = batch._pool
+    everyone = threading.Barrier(pool.threads + 1)
+    for _ in range(pool.threads):
+        pool.put(everyone.wait)
+    everyone.wait(timeout=60)
+
+
+@pytest.mark.parametrize("can_start", [0, 1])
+def test_worker_threads_that_cannot_start_leave_their_ranges_to_the_calling_thread(
+        monkeypatch, can_start):
+    """When worker threads cannot start (a process thread limit; none, or only one of
+    three), the call still gives what one thread gives, each range runs once, and
+    nothing of the call runs after it returned: not once threads start again either."""
+    from specdec_fast import batch
+    B = 12
+    draft, target, tokens = simple_batch(36, B=B, K=3, V=6)
+    want = verify_batch(draft, target, tokens, rng=np.arange(B), num_threads=1)
+    runs = []
+    counting_runs(monkeypatch, runs)
+    start = threading.Thread.start
+    started = []
+
+    def limited_start(thread):
+        if len(started) == can_start:
+            raise RuntimeError("can't start new thread")
+        started.append(thread)
+        start(thread)
+    monkeypatch.setattr(batch, "_MAX_THREADS", 4)
+    monkeypatch.setattr(batch, "_pool", None)          # a fresh pool, whose threads must start
+    monkeypatch.setattr(threading.Thread, "start", limited_start)
+    out = tuple(np.full_like(w, -7) for w in want)
+    got = verify_batch(draft, target, tokens, rng=np.arange(B), num_threads=4, out=out)
+    assert_same_result(got, want)
+    returned = tuple(o.copy() for o in out)
+    monkeypatch.setattr(threading.Thread, "start", start)
+    later = verify_batch(draft, target, tokens, rng=np.arange(B), num_threads=4)
+    assert_same_result(later, want)
+    drain_pool()
+    assert_same_result(VerifyResult(*out), VerifyResult(*returned))
+    assert ranges_run_into(out[0], runs) == [(0, 3), (3, 6), (6, 9), (9, 12)]
+
+
+def test_a_call_that_raises_leaves_none_of_its_ranges_to_run_later(monkeypatch):
+    """A call whose own range raises while its other ranges wait behind busy pool
+    threads (another call's) takes them back: none of them runs, then or later."""
+    from specdec_fast import batch
+    B = 12
+    draft, target, tokens = simple_batch(37, B=B, K=3, V=6)
+    busy_out = tuple(np.empty_like(w) for w in
+                     verify_batch(draft, target, tokens, rng=np.arange(B), num_threads=1))
+    blocked, release = threading.Semaphore(0), threading.Event()
+    caller = threading.current_thread()
+
+    def before(out_tokens):
+        if out_tokens is busy_out[0]:
+            blocked.release()
+            release.wait(60)
+        elif threading.current_thread() is caller:
+            raise MemoryError
+    runs = []
+    counting_runs(monkeypatch, runs, before)
+    monkeypatch.setattr(batch, "_MAX_THREADS", 3)
+    monkeypatch.setattr(batch, "_pool", None)
+    busy = threading.Thread(target=verify_batch, args=(draft, target, tokens),
+                            kwargs=dict(rng=np.arange(B), num_threads=3, out=busy_out))
+    busy.start()
+    try:
+        for _ in range(3):                  # the busy call's three ranges, two on pool threads
+            assert blocked.acquire(timeout=60)
+        out = tuple(np.full_like(o, -7) for o in busy_out)
+        with pytest.raises(MemoryError):
+            verify_batch(draft, target, tokens, rng=np.arange(B), num_threads=3, out=out)
+    finally:
+        release.set()
+        busy.join(60)
+    drain_pool()
+    assert all((o == -7).all() for o in out)
+    assert ranges_run_into(out[0], runs) == [(0, 4)]
 
 
 def test_per_row_seeds_row_alone_equals_row_in_shuffled_mixed_batch():
@@ -1038,28 +1140,6 @@ def test_out_of_an_equivalent_int64_type_is_filled():
     assert all(g is o for g, o in zip(got, out))
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
-
-
-def test_pool_refusing_work_raises_unless_the_interpreter_is_shutting_down(monkeypatch):
-    """A worker thread that cannot start is an error (its work item may still be queued, so
-    running the range here too could not be trusted); only the refusal at interpreter
-    shutdown, which queues nothing, makes the calling thread run the range."""
-    import concurrent.futures.thread as futures_thread
-    from specdec_fast import batch
-
-    class Refusing:
-        def submit(self, *args):
-            raise RuntimeError("can't start new thread")
-
-    draft, target, tokens = simple_batch(36, B=8, K=3, V=6)
-    want = verify_batch(draft, target, tokens, rng=np.arange(8), num_threads=1)
-    monkeypatch.setattr(batch, "_MAX_THREADS", 2)
-    monkeypatch.setattr(batch, "_worker_pool", Refusing)
-    with pytest.raises(RuntimeError, match="can't start new thread"):
-        verify_batch(draft, target, tokens, rng=np.arange(8), num_threads=2)
-    monkeypatch.setattr(futures_thread, "_shutdown", True)
-    got = verify_batch(draft, target, tokens, rng=np.arange(8), num_threads=2)
-    assert_same_result(got, want)
 
 
 def test_rng_subclass_draws_its_own_keys_whatever_it_overrides():
