@@ -447,6 +447,25 @@ def test_check_all_takes_a_bool():
             fast_sim(draft, target, TOKENS, V, uniforms=U_ACCEPT, check_all=flag)
 
 
+@pytest.mark.parametrize("semantics", ["paper", "", "Reference", None, 1, b"reference",
+                                       np.array(["reference"]), np.array(["reference", "exact"]),
+                                       ["reference"]])
+def test_semantics_names_itself_whatever_it_is(semantics):
+    """Only the strings "reference" and "exact": anything else, an array included (whose
+    == answers with an array), is a ValueError naming the argument."""
+    with pytest.raises(ValueError, match="^semantics must be 'reference' or 'exact', got "):
+        fast_sim(Q, P, TOKENS, V, uniforms=U_ACCEPT, semantics=semantics)
+
+
+class Label(str):
+    pass
+
+
+def test_semantics_may_be_a_str_subclass():
+    want = fast_sim(Q, P, TOKENS, V, uniforms=U_ACCEPT, semantics="exact")
+    assert fast_sim(Q, P, TOKENS, V, uniforms=U_ACCEPT, semantics=Label("exact")) == want
+
+
 @pytest.mark.parametrize("uniforms", [itertools.repeat(0.1), (u for u in U_ACCEPT),
                                       iter(U_ACCEPT), set(U_ACCEPT), frozenset(U_ACCEPT),
                                       dict.fromkeys(U_ACCEPT)],

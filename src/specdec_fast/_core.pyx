@@ -1557,11 +1557,11 @@ def speculative_decode_sim(draft_probs, target_probs, draft_tokens, vocab_size, 
     cdef Py_ssize_t K, V, i, n
     cdef int mode
     cdef bint own_uniforms = False
-    if semantics == "reference":
+    if isinstance(semantics, str) and semantics == "reference":
         mode = REFERENCE
-    elif semantics == "exact":
+    elif isinstance(semantics, str) and semantics == "exact":
         mode = EXACT
-    else:
+    else:       # not compared unless a str: an array's == answers with an array
         raise ValueError(f"semantics must be 'reference' or 'exact', got {semantics!r}")
     if check_all is not False and check_all is not True and not isinstance(check_all, np.bool_):
         raise TypeError(f"check_all must be a bool, not {type(check_all).__name__}")
