@@ -1086,3 +1086,13 @@ def test_bonus_block_scan_hands_over_any_entry_in_any_lane(v, value, ok):
     else:
         with pytest.raises(ValueError, match=rf"^target_probs\[0\]\[{v}\] = "):
             fast_sim([], [row], [], BONUS_V, uniforms=[u])
+
+
+@pytest.mark.parametrize("crossing, bad", [(j, k) for j in range(BONUS_V) for k in range(j + 1, BONUS_V)])
+def test_bonus_block_scan_reads_no_further_than_the_crossing(crossing, bad):
+    """An invalid entry after the crossing, in its block of four or a later one, is not
+    read by the reference: no error, the crossing's token."""
+    row = _bonus_row()
+    row[bad] = float("nan")
+    fast, used = check([], [row], [], BONUS_V, [math.fsum(row[:crossing + 1])])
+    assert used == 1 and fast["tokens"] == [crossing]
