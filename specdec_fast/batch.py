@@ -21,6 +21,7 @@ its stream.
   These rows run on the calling thread with the GIL held, as ``Rng.random``
   does, so other threads may use the same generators meanwhile.
 """
+import _thread
 import os
 import queue
 import threading
@@ -400,35 +401,40 @@ class _Range:
     """``verify_rows`` over rows ``start .. stop`` of one call, handed to the pool: it runs
     once, on whichever takes it first, a pool thread or the calling thread.  Running it
     twice would not give the same outputs: it advances its rows' generator states.
-    ``_claim`` is acquired once and never released, so a pool thread that reaches a
-    range the calling thread took (and ran, or dropped after an error) does nothing."""
+
+    Taking the range is one atomic step (a ``dict.setdefault``), so an exception that a
+    signal handler raises on the calling thread (a ``KeyboardInterrupt``) cannot fall
+    between taking it and recording who did; and the calling thread waits for a pool
+    thread on a bare lock, whose ``acquire`` leaves nothing held when interrupted."""
 
     def __init__(self, args, start, stop):
         self._args = (*args, start, stop)
-        self._claim = threading.Lock()
-        self._ran = threading.Event()       # set once a pool thread has run the range
-        self._mine = None                   # the calling thread's claim: won, lost, not tried
+        self._taker = {}                    # {"by": POOL or CALLER}, set once
+        self._done = _thread.allocate_lock()
+        self._done.acquire()                # released by the pool thread that ran the range
         self._outcome = None, None          # verify_rows's return, or what it raised
+
+    def _take(self, who):
+        return self._taker.setdefault("by", who) == who
 
     def __call__(self):
         """On a pool thread."""
-        if self._claim.acquire(blocking=False):
-            self._run()
-            self._ran.set()
+        if self._take(_POOL):
+            try:
+                self._run()
+            finally:
+                self._done.release()
 
     def run_unless_taken(self):
         """On the calling thread: run the range here unless a pool thread has taken it."""
-        self._mine = self._claim.acquire(blocking=False)
-        if self._mine:
+        if self._take(_CALLER):
             self._run()
 
     def close(self):
         """On the calling thread, last: wait for the pool thread that took the range, or
         take it so that none will.  Afterwards nothing of the range runs, now or later."""
-        if self._mine is None:
-            self._mine = self._claim.acquire(blocking=False)
-        if not self._mine:
-            self._ran.wait()
+        if not self._take(_CALLER):
+            self._done.acquire()
         self._args = None                   # a pool thread may still hold the emptied range
 
     def failure(self):
@@ -446,6 +452,9 @@ class _Range:
             self._outcome = None, exc
 
 
+_POOL, _CALLER = "pool", "caller"
+
+
 class _Pool:
     """Daemon threads, kept between calls, running the ``_Range``s put on one queue.
 
@@ -456,18 +465,25 @@ class _Pool:
 
     def __init__(self):
         self._queue = queue.SimpleQueue()
-        self.threads = 0
+        self._workers = []
+
+    @property
+    def threads(self):
+        """This pool's threads that run or are starting (``threading.enumerate`` lists
+        those whose start an interrupt broke off after they began, as they did)."""
+        running = set(threading.enumerate())
+        return sum(thread in running for thread in self._workers)
 
     def grow(self, n):
-        """Start threads until there are ``n``, or one cannot start."""
+        """Start threads until ``n`` run, or one cannot start."""
         while self.threads < n:
-            thread = threading.Thread(target=self._serve, name=f"specdec_fast_{self.threads}",
-                                      daemon=True)
+            thread = threading.Thread(target=self._serve, name="specdec_fast_worker", daemon=True)
+            self._workers.append(thread)
             try:
                 thread.start()
             except RuntimeError:
+                self._workers.pop()
                 return
-            self.threads += 1
 
     def put(self, task):
         self._queue.put(task)

@@ -763,6 +763,96 @@ def test_a_call_that_raises_leaves_none_of_its_ranges_to_run_later(monkeypatch):
     assert ranges_run_into(out[0], runs) == [(0, 4)]
 
 
+def interrupted_at(n, call):
+    """Run ``call`` on a thread of its own whose profiler raises KeyboardInterrupt at the
+    ``n``-th event in ``specdec_fast/batch.py`` (where a signal handler's exception can
+    land: a call's entry and return, a C function's return); returns the events counted
+    and how the call ended: "returned" (when it had fewer events: the path through the
+    hand-over depends on timing), "interrupted", or "hung" (still running after 10 s)."""
+    from specdec_fast import batch
+    import sys
+    seen, ended = [], []
+
+    def profile(frame, event, arg):
+        if frame.f_code.co_filename == batch.__file__ and event in ("call", "return", "c_return"):
+            seen.append(event)
+            if len(seen) == n:
+                raise KeyboardInterrupt
+
+    def run():
+        sys.setprofile(profile)
+        try:
+            call()
+            ended.append("returned")
+        except KeyboardInterrupt:
+            ended.append("interrupted")
+        finally:
+            sys.setprofile(None)
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(10)
+    return len(seen), (ended or ["hung"])[0]
+
+
+@pytest.mark.parametrize("workers", ["idle", "busy"])
+def test_an_interrupt_anywhere_in_a_call_leaves_it_ended_and_the_pool_serving(
+        monkeypatch, workers):
+    """A KeyboardInterrupt (any exception a signal handler raises) at each point of the
+    hand-over in turn, with the pool thread free to take the handed range or busy with
+    another call's: the call ends at once, and the pool still serves later calls (no
+    worker left blocked on a lock the interrupted thread held)."""
+    from specdec_fast import batch
+    B = 256
+    draft, target, tokens = simple_batch(38, B=B, K=4, V=2048)
+    want = verify_batch(draft, target, tokens, rng=np.arange(B), num_threads=1)
+    monkeypatch.setattr(batch, "_MAX_THREADS", 2)
+    monkeypatch.setattr(batch, "_pool", None)
+
+    def call():
+        hold = threading.Event()
+        try:
+            if workers == "busy":
+                batch._pool.put(hold.wait)
+            return verify_batch(draft, target, tokens, rng=np.arange(B), num_threads=2)
+        finally:
+            hold.set()
+    verify_batch(draft, target, tokens, rng=np.arange(B), num_threads=2)   # starts the pool
+    events, ended = interrupted_at(0, call)
+    assert ended == "returned"
+    for n in range(1, events + 1):
+        seen, ended = interrupted_at(n, call)
+        assert ended == "interrupted" or (ended == "returned" and seen < n), (n, ended)
+        served = threading.Event()
+        batch._pool.put(served.set)
+        assert served.wait(10), f"the pool thread is stuck after an interrupt at event {n}"
+        assert_same_result(call(), want)
+
+
+@pytest.mark.parametrize("started", [True, False])
+def test_an_interrupted_thread_start_neither_loses_nor_doubles_a_worker(monkeypatch, started):
+    """A KeyboardInterrupt out of Thread.start, after the thread started or before: the
+    call raises it, and the next call leaves the pool with exactly its one worker."""
+    from specdec_fast import batch
+    B = 8
+    draft, target, tokens = simple_batch(39, B=B, K=3, V=6)
+    want = verify_batch(draft, target, tokens, rng=np.arange(B), num_threads=1)
+    start = threading.Thread.start
+
+    def interrupted_start(thread):
+        if started:
+            start(thread)
+        raise KeyboardInterrupt
+    before = set(threading.enumerate())
+    monkeypatch.setattr(batch, "_MAX_THREADS", 2)
+    monkeypatch.setattr(batch, "_pool", None)
+    monkeypatch.setattr(threading.Thread, "start", interrupted_start)
+    with pytest.raises(KeyboardInterrupt):
+        verify_batch(draft, target, tokens, rng=np.arange(B), num_threads=2)
+    monkeypatch.setattr(threading.Thread, "start", start)
+    assert_same_result(verify_batch(draft, target, tokens, rng=np.arange(B), num_threads=2), want)
+    assert len(set(threading.enumerate()) - before) == 1
+
+
 def test_per_row_seeds_row_alone_equals_row_in_shuffled_mixed_batch():
     """rng=(B,) seeds: a row's tokens depend on its inputs and seed only (not slot, not company)."""
     B, K, V = 60, 5, 8
