@@ -469,8 +469,10 @@ class _Pool:
 
     @property
     def threads(self):
-        """This pool's threads that run or are starting (``threading.enumerate`` lists
-        those whose start an interrupt broke off after they began, as they did)."""
+        """This pool's threads that run or are starting, as ``threading.enumerate`` lists
+        them: one whose ``start`` an interrupt broke off is listed while it starts, so it
+        is counted once, not replaced.  (If the interrupt came before the thread existed,
+        CPython lists it for good: the pool then has one thread fewer.)"""
         running = set(threading.enumerate())
         return sum(thread in running for thread in self._workers)
 
