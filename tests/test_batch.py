@@ -26,6 +26,7 @@ import array
 import math
 import os
 import re
+import sys
 import threading
 from statistics import NormalDist
 
@@ -770,7 +771,6 @@ def interrupted_at(n, call):
     and how the call ended: "returned" (when it had fewer events: the path through the
     hand-over depends on timing), "interrupted", or "hung" (still running after 10 s)."""
     from specdec_fast import batch
-    import sys
     seen, ended = [], []
 
     def profile(frame, event, arg):
