@@ -2,8 +2,7 @@
 
 This module validates and prepares the arrays; the loop over rows runs in the
 compiled kernel (``_batch.verify_rows`` over ``_kernel.verify_row``) without the
-GIL, on disjoint row ranges when more than one thread is asked for (rows given a
-sequence of ``Rng`` run on the calling thread, with the GIL held).
+GIL, on disjoint row ranges when more than one thread is asked for.
 
 Randomness is keyed by row, never by thread or split: every row b draws from
 its own xoshiro256+ stream, so a row's tokens depend only on its inputs and
@@ -18,8 +17,12 @@ its stream.
   request's tokens do not depend on its slot or on who shares its batch.
   Derive a fresh seed per request and step (for example from a counter).
 - ``rng`` a sequence of B ``Rng``: row b draws from (and advances) ``rng[b]``.
-  These rows run on the calling thread with the GIL held, as ``Rng.random``
-  does, so other threads may use the same generators meanwhile.
+  The call holds those generators: the rows draw from copies of their states
+  without the GIL, and the states are written back when every row is done;
+  meanwhile any other use of them (``Rng.random``, another call) waits.  A
+  call that raises leaves them as they were.  (If one of them is being drawn
+  from by a ``speculative_decode_sim`` call that is running user code, the rows
+  advance them in place instead, on the calling thread with the GIL held.)
 """
 import _thread
 import os
@@ -31,7 +34,7 @@ import numpy as np
 
 from specdec_fast import _batch
 from specdec_fast._core import get_default_rng
-from specdec_fast._rng import Rng, seeded_states
+from specdec_fast._rng import Rng, hold_states, seeded_states
 from specdec_fast.theory import _flag, _semantics
 
 __all__ = ["VerifyResult", "verify_batch"]
@@ -193,7 +196,7 @@ def _rng_source(rng, B):
         return Rng(rng)
     kinds = set(map(type, rng)) if isinstance(rng, (list, tuple)) else None
     if kinds and any(issubclass(kind, Rng) for kind in kinds):
-        return _generators(rng, B)
+        return _generators(rng, kinds, B)
     seeds = _array(rng, "rng")
     if kinds is not None:
         if seeds.dtype.kind not in "iu" or bool in kinds or np.bool_ in kinds:
@@ -213,16 +216,19 @@ def _rng_source(rng, B):
     return seeds.astype(np.uint64)
 
 
-def _generators(rng, B):
-    """A list or tuple holding an Rng: a tuple of B distinct Rng, or an error naming the odd one."""
-    for b, g in enumerate(rng):
-        if not isinstance(g, Rng):
-            raise TypeError(f"rng[{b}] must be an Rng like the others, not {type(g).__name__}")
-    if len(rng) != B:
-        raise ValueError(f"rng holds {len(rng)} generators for a batch of {B}")
-    if len({id(g) for g in rng}) != B:
+def _generators(rng, kinds, B):
+    """A list or tuple holding an Rng (``kinds``: the types of its items): a tuple of B
+    distinct Rng, or an error naming the odd one."""
+    generators = tuple(rng)
+    if not all(issubclass(kind, Rng) for kind in kinds):
+        b, g = next((b, g) for b, g in enumerate(generators) if not isinstance(g, Rng))
+        raise TypeError(f"rng[{b}] must be an Rng like the others, not {type(g).__name__}")
+    if len(generators) != B:
+        raise ValueError(f"rng holds {len(generators)} generators for a batch of {B}")
+    # Rng hashes and compares by identity; a subclass might not.
+    if len(set(generators) if kinds == {Rng} else set(map(id, generators))) != B:
         raise ValueError("rng holds the same Rng twice: rows would share a stream")
-    return tuple(rng)
+    return generators
 
 
 def _row_states(source, B):
@@ -304,8 +310,7 @@ def verify_batch(draft_probs, target_probs, draft_tokens, *, rng=None, uniforms=
         Preallocated int64 outputs, (B, K+1), (B,), (B,), C-contiguous and aligned.
     num_threads : int, optional
         Threads over rows (default: the CPUs, for batches large enough).
-        Results do not depend on it.  With a sequence of Rng the rows run on
-        the calling thread.
+        Results do not depend on it.
 
     Returns
     -------
@@ -372,14 +377,34 @@ def verify_batch(draft_probs, target_probs, draft_tokens, *, rng=None, uniforms=
         replay = np.zeros((B, 0))
     elif source is not None:
         states = _row_states(source, B)
-    if isinstance(states, tuple):       # generators advanced in place, with the GIL held
-        threads = 1
+    hold = None
+    try:
+        if isinstance(states, tuple):   # a sequence of Rng, held until the rows are done
+            hold = hold_states(states)
+            if hold.states is None:     # one is in use in place: advance them so, on this thread
+                threads = 1
+            else:                       # the rows draw from copies, written back at the end
+                states = hold.states
+        failures = _run_ranges(threads, B, (target, draft, tokens, counts, states, replay,
+                                            semantics == "reference", greedy, out_tokens,
+                                            out_emitted, out_accepted))
+        if hold is not None and not failures:
+            hold.release(True)
+    finally:
+        if hold is not None:
+            hold.release(False)         # a call that raises leaves the generators as they were
+    if failures:
+        raise _batch.failure_error(min(failures, key=lambda f: f[1]), target, draft, given_tokens)
+    return VerifyResult(out_tokens, out_emitted, out_accepted)
+
+
+def _run_ranges(threads, B, args):
+    """``verify_rows`` over rows 0 .. B in ``threads`` ranges; returns their failures.
+
+    The first range runs on this thread; the others are handed to the pool's threads,
+    and this thread runs those none has taken by the time its own range is done."""
     bounds = np.linspace(0, B, threads + 1).astype(int)
-    args = (target, draft, tokens, counts, states, replay, semantics == "reference", greedy,
-            out_tokens, out_emitted, out_accepted)
     ranges = list(zip(bounds[:-1], bounds[1:]))
-    # The first range runs on this thread; the others are handed to the pool's threads,
-    # and this thread runs those none has taken by the time its own range is done.
     handed = [_Range(args, start, stop) for start, stop in ranges[1:]]
     try:
         if handed:
@@ -391,10 +416,7 @@ def verify_batch(draft_probs, target_probs, draft_tokens, *, rng=None, uniforms=
         for r in handed:
             r.close()
     failures += [r.failure() for r in handed]
-    failures = [f for f in failures if f is not None]
-    if failures:
-        raise _batch.failure_error(min(failures, key=lambda f: f[1]), target, draft, given_tokens)
-    return VerifyResult(out_tokens, out_emitted, out_accepted)
+    return [f for f in failures if f is not None]
 
 
 class _Range:

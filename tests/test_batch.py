@@ -25,6 +25,7 @@ about ALPHA = 1e-4 (the docstrings give the per-test rate).
 import array
 import math
 import os
+import pickle
 import re
 import sys
 import threading
@@ -902,11 +903,11 @@ def test_sequence_of_rngs_are_advanced_by_what_each_row_drew():
 def test_sequence_of_rngs_shared_with_a_drawing_thread():
     """While verify_batch advances rng=[Rng...], another thread draws from one of
     them: every value of the stream goes to exactly one of the two, and the
-    generator ends after both.  (Copying the states, advancing the copies without
-    the GIL and writing them back would hand the thread the row's draws again and
-    then drop the thread's draws: thousands of them in this test.)  The batch takes
-    about ten milliseconds here, two GIL switch intervals, and the thread waits for
-    the GIL throughout it.  Deterministic: the assertions hold whenever the thread
+    generator ends after both.  (The rows draw from copies of the states without the
+    GIL; were the generators not held meanwhile, the thread would get the row's
+    draws again, and writing the copies back would drop the thread's: thousands of
+    them in this test.)  The batch takes about ten milliseconds here, and the
+    thread waits for it.  Deterministic: the assertions hold whenever the thread
     draws."""
     B, K, V = 600, 4, 1 << 16
     g = np.random.default_rng(8)
@@ -964,6 +965,217 @@ def test_empty_rng_sequence_for_empty_batch():
     draft, target, tokens = simple_batch(20)
     res = verify_batch(draft[:0], target[:0], tokens[:0], rng=[])
     assert res.tokens.shape == (0, 4)
+
+
+def test_sequence_of_rngs_runs_over_threads_on_copies_of_the_states(monkeypatch):
+    """rng=[Rng...] with num_threads: the rows run in ranges, each handed the (B, 4)
+    copies of the states (not the generators, advanced in place with the GIL held),
+    and the result and the final states equal those of one thread."""
+    from specdec_fast import _batch
+    verify_rows = _batch.verify_rows
+    seen = []
+
+    def recording(*args):
+        seen.append((type(args[4]), int(args[-2]), int(args[-1])))
+        return verify_rows(*args)
+    monkeypatch.setattr(_batch, "verify_rows", recording)
+    B, K, V = 400, 4, 6
+    draft, target, tokens, counts, _ = build_batch(21, B, K, V, K + 1)
+    results, states = [], []
+    for threads in (1, 2, 4):
+        rngs = [Rng(1000 + b) for b in range(B)]
+        seen.clear()
+        results.append(verify_batch(draft, target, tokens, rng=rngs, num_draft_tokens=counts,
+                                    num_threads=threads))
+        states.append([r.state for r in rngs])
+        n = min(threads, os.cpu_count() or 1)
+        assert sorted(seen) == [(np.ndarray, b * B // n, (b + 1) * B // n) for b in range(n)]
+    for r, st in zip(results[1:], states[1:]):
+        assert_same_result(results[0], r)
+        assert st == states[0]
+    assert states[0] != [Rng(1000 + b).state for b in range(B)]
+    assert_same_result(results[0], verify_batch(draft, target, tokens, rng=1000 + np.arange(B),
+                                                num_draft_tokens=counts))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_call_that_raises_leaves_the_generators_as_they_were(threads):
+    """A bad value found in the last row (after every other row drew): no generator
+    moves, and the same call on good values then starts from the same states."""
+    B, K, V = 300, 3, 5
+    draft, target, tokens = simple_batch(22, B, K, V)
+    bad = target.copy()
+    bad[-1, :, :] = np.nan
+    rngs = [Rng(7 + b) for b in range(B)]
+    before = [r.state for r in rngs]
+    with pytest.raises(ValueError, match=rf"target_probs\[{B - 1}\]\[0\]"):
+        verify_batch(draft, bad, tokens, rng=rngs, num_threads=threads)
+    assert [r.state for r in rngs] == before
+    good = verify_batch(draft, target, tokens, rng=rngs, num_threads=threads)
+    assert_same_result(good, verify_batch(draft, target, tokens, rng=7 + np.arange(B)))
+
+
+class Reentrant:
+    """A number the drop-in reads through its ``__float__``, which runs ``action`` in
+    the middle of the call."""
+
+    def __init__(self, value, action):
+        self.value, self.action = value, action
+
+    def __float__(self):
+        self.action()
+        return self.value
+
+
+def test_generators_a_drop_in_call_is_drawing_from_are_advanced_in_place(monkeypatch):
+    """User code run by speculative_decode_sim(rng=g) calls verify_batch with g: the
+    drop-in draws from g in place, so the batch does too, in one range with the GIL
+    held (were the drop-in on another thread, a copy written back would drop its
+    draws).  The drop-in then draws on from where the batch left g; a batch that
+    raises there leaves g as it was."""
+    from specdec_fast import _batch
+    verify_rows = _batch.verify_rows
+    seen = []
+
+    def recording(*args):
+        seen.append((type(args[4]), int(args[-2]), int(args[-1])))
+        return verify_rows(*args)
+    monkeypatch.setattr(_batch, "verify_rows", recording)
+    B, K, V = 3, 2, 4
+    draft, target, tokens = simple_batch(23, B, K, V)
+    g, h = Rng(31), Rng(32)
+    inside = {}
+
+    def action():
+        if inside:
+            return                  # the entry is read again if the draft is rejected
+        twin_g, twin_h = Rng(0), Rng(0)
+        twin_g.state, twin_h.state = g.state, h.state
+        inside["want"] = verify_batch(draft, target, tokens, rng=[twin_g, twin_h, Rng(1)])
+        before = g.state, h.state
+        bad = draft.copy()
+        bad[-1] = np.nan                    # found after rows 0 and 1 drew from g and h
+        with pytest.raises(ValueError, match=rf"draft_probs\[{B - 1}\]"):
+            verify_batch(bad, target, tokens, rng=[g, h, Rng(1)])
+        assert (g.state, h.state) == before
+        seen.clear()
+        inside["got"] = verify_batch(draft, target, tokens, rng=[g, h, Rng(1)], num_threads=2)
+        assert seen == [(tuple, 0, B)]
+        assert (g.state, h.state) == (twin_g.state, twin_h.state)
+        inside["after"] = g.state
+
+    p = [[0.25, 0.25, 0.25, 0.25]]
+    q = [[0.5, 0.5, 0.0, 0.0]]
+    result = drop_in(q, [[0.25, Reentrant(0.25, action), 0.25, 0.25], p[0]], [1], 4, rng=g)
+    assert_same_result(inside["want"], inside["got"])
+    follow = Rng(0)
+    follow.state = inside["after"]
+    assert result == drop_in(q, [[0.25, 0.25, 0.25, 0.25], p[0]], [1], 4, rng=follow)
+    assert g.state == follow.state
+
+
+def test_a_held_generator_waits_for_the_call_and_raises_on_its_own_thread():
+    """While a call holds [g, h] (``hold_states``), another thread's g.random() waits
+    for it; on the holding thread every use raises RuntimeError (waiting would never
+    end).  ``release(True)`` writes the copies back; a second release does nothing."""
+    from specdec_fast._rng import hold_states
+    g, h = Rng(3), Rng(4)
+    h_before = h.state
+    hold = hold_states((g, h))
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(g.random()))
+    waiter.start()
+    waiter.join(0.2)
+    assert waiter.is_alive() and got == []
+    draft, target, tokens = simple_batch(24, B=1)
+    uses = [lambda: g.random(), lambda: g.random(3), lambda: h.next_uint64(), lambda: g.jump(),
+            lambda: g.state, lambda: setattr(g, "state", h_before), lambda: g.__init__(5),
+            lambda: pickle.dumps(g), lambda: drop_in(draft[0], target[0], tokens[0], 5, rng=g),
+            lambda: verify_batch(draft, target, tokens, rng=[h]),
+            lambda: verify_batch(draft, target, tokens, rng=g)]
+    for use in uses:
+        with pytest.raises(RuntimeError, match="held by a verify_batch call on this thread"):
+            use()
+    hold.states[0] = Rng(99).state["s"]
+    hold.release(True)
+    waiter.join(60)
+    assert got == [Rng(99).random()]
+    assert h.state == h_before
+    hold.release(False)
+    assert h.state == h_before and g.random() == Rng(99).random(2)[1]
+
+
+def test_a_hold_dropped_unreleased_lets_its_generators_go():
+    from specdec_fast._rng import hold_states
+    g = Rng(5)
+    hold = hold_states((g,))
+    hold.states[0] = Rng(6).state["s"]
+    del hold
+    assert g.random() == Rng(5).random()
+
+
+def test_a_call_waits_for_a_generator_held_by_another_and_holds_none_meanwhile():
+    """verify_batch(rng=[h, g]) while another thread holds g: it waits, holding
+    nothing (h stays usable), and then draws from g as the other call left it."""
+    from specdec_fast._rng import hold_states
+    draft, target, tokens = simple_batch(25, B=2)
+    g, h = Rng(8), Rng(9)
+    hold = hold_states((g,))
+    out = []
+    caller = threading.Thread(target=lambda: out.append(
+        verify_batch(draft, target, tokens, rng=[h, g])))
+    caller.start()
+    caller.join(0.2)
+    assert caller.is_alive() and out == []
+    user = threading.Thread(target=h.random)
+    user.start()
+    user.join(60)
+    assert not user.is_alive()
+    h_now = h.state
+    hold.states[0] = Rng(77).state["s"]
+    hold.release(True)
+    caller.join(60)
+    twin_h = Rng(0)
+    twin_h.state = h_now
+    assert_same_result(out[0], verify_batch(draft, target, tokens, rng=[twin_h, Rng(77)]))
+
+
+def test_drop_in_calls_let_go_of_their_generator_however_they_end():
+    """After drop-in calls that raised, handed over to the reference, or returned, a
+    batch holds the generator on copies (it would run in place if one still counted)."""
+    from specdec_fast._rng import hold_states
+    from fractions import Fraction
+    g = Rng(10)
+    with pytest.raises(ValueError, match=r"draft_tokens\[0\]"):
+        drop_in([[0.5, 0.5]], [[0.5, 0.5]], [7], 2, rng=g)
+    drop_in([[Fraction(1, 2), Fraction(1, 2)]], [[0.5, 0.5], [0.5, 0.5]], [1], 2, rng=g)
+    drop_in([[0.5, 0.5]], [[0.5, 0.5], [0.5, 0.5]], [1], 2, rng=g)
+    hold = hold_states((g,))
+    assert hold.states is not None
+    hold.release(False)
+
+
+HELD_AT_FORK = """
+import os, signal, sys
+from specdec_fast import Rng
+from specdec_fast._rng import hold_states
+g = Rng(12)
+hold = hold_states((g,))
+pid = os.fork()
+if pid == 0:
+    signal.alarm(30)                        # a hung child dies of SIGALRM
+    os._exit(0 if g.random() == Rng(12).random() else 1)
+_, status = os.waitpid(pid, 0)
+hold.release(False)
+sys.exit(f"child status {status}" if status else 0)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_forked_child_can_use_generators_its_parent_held(tmp_path):
+    """No call runs in the child to release what the parent held: it lets them go."""
+    done = run_python(HELD_AT_FORK, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 # --------------------------------------------------------------------------

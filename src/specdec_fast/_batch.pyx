@@ -6,8 +6,10 @@ validated: probabilities (B, R, V) float32 or float64 with a contiguous last
 axis, tokens (B, K) intp, and either per-row generator states (B, 4) uint64,
 a sequence of B ``Rng`` or replay uniforms (B, M) float64.  With states or
 uniforms it holds the GIL only to start and to report, so threads can run
-disjoint row ranges at once.  A sequence of ``Rng`` is advanced in place with
-the GIL held, as ``Rng.random`` does: other threads may share those generators.
+disjoint row ranges at once.  A sequence of ``Rng`` comes as the (B, 4) copies
+of their states (``_rng.hold_states``), or, while one of them is being drawn
+from by a ``speculative_decode_sim`` call, as the tuple of generators, advanced
+in place with the GIL held (and restored if a row fails).
 """
 cimport numpy as cnp
 from libc.stdint cimport int64_t
@@ -104,14 +106,15 @@ def verify_rows(cnp.ndarray target, object draft, cnp.ndarray tokens, cnp.ndarra
     """Verify rows ``start .. stop``; returns None, or (error, b, row, index).
 
     ``states``: a (B, 4) uint64 array of generator states, or a tuple of B ``Rng``
-    (advanced in place with the GIL held; the tuple keeps them alive), or None
-    with ``uniforms``."""
+    (advanced in place with the GIL held, and left as they were if a row fails;
+    the tuple keeps them alive), or None with ``uniforms``."""
     cdef Batch a
     cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(target)
     cdef Py_ssize_t b, failed_row = -1
     cdef bint in_place = type(states) is tuple
     cdef VerifyOutcome outcome
     cdef Py_ssize_t* scratch
+    cdef xoshiro256plus_state* saved = NULL     # the generators' states before the rows
     require_rows(target, "target_probs", target)
     if draft is not None:
         require_rows(draft, "draft_probs", target)
@@ -156,17 +159,23 @@ def verify_rows(cnp.ndarray target, object draft, cnp.ndarray tokens, cnp.ndarra
             # alive; no other thread can draw from them while this one holds the GIL.
             a.generators = <xoshiro256plus_state**>malloc(
                 max(stop, 1) * sizeof(xoshiro256plus_state*))
-            if a.generators == NULL:
+            saved = <xoshiro256plus_state*>malloc(max(stop, 1) * sizeof(xoshiro256plus_state))
+            if a.generators == NULL or saved == NULL:
                 raise MemoryError()
             for b in range(start, stop):
                 a.generators[b] = &(<Rng?>(<tuple>states)[b]).c_state
+                saved[b] = a.generators[b][0]
             outcome = verify_typed_range(&a, start, stop, scratch, &failed_row)
+            if outcome.error != OK:
+                for b in range(start, stop):
+                    a.generators[b][0] = saved[b]
         else:
             with nogil:
                 outcome = verify_typed_range(&a, start, stop, scratch, &failed_row)
     finally:
         free(scratch)
         free(a.generators)
+        free(saved)
     if outcome.error == OK:
         return None
     return (outcome.error, failed_row, outcome.row, outcome.index)

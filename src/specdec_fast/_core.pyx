@@ -43,7 +43,7 @@ from specdec_fast._kernel cimport (BAD_DRAFT, BAD_DRAFT_VALUE, BAD_TARGET, BAD_T
                                    any_order_sum, bonus_follows, cumulative_sample, is_probability,
                                    next_uniform, residual_sample,
                                    verify_row)
-from specdec_fast._rng cimport Rng, xoshiro256plus_next_double, xoshiro256plus_state
+from specdec_fast._rng cimport Rng, ready, xoshiro256plus_next_double, xoshiro256plus_state
 from specdec_fast.reference import speculative_decode_sim as reference_sim
 
 cnp.import_array()
@@ -688,6 +688,8 @@ cdef object open_uniforms(object rng, object uniforms, Py_ssize_t needed, double
                 rng = Rng(rng)
             except (TypeError, ValueError) as exc:
                 raise type(exc)(f"rng: {exc}") from None
+        ready(<Rng>rng)
+        (<Rng>rng).drawing_calls += 1       # until the call ends: no verify_batch may hold it
         stream.state = &(<Rng>rng).c_state
         return rng
     if rng is not None:
@@ -1573,6 +1575,7 @@ def speculative_decode_sim(draft_probs, target_probs, draft_tokens, vocab_size, 
     if K > SMALL_K:
         tokens = <Py_ssize_t*>calloc(2 * K + 2, sizeof(Py_ssize_t))
         room = <double*>calloc(K + 2, sizeof(double))
+    stream.state = NULL
     try:
         if tokens == NULL or room == NULL:
             raise MemoryError()
@@ -1599,6 +1602,8 @@ def speculative_decode_sim(draft_probs, target_probs, draft_tokens, vocab_size, 
         return hand_to_reference(keep_draft, keep_target, draft_tokens, V, keep_stream, &stream,
                                  room, draft.integral, target.integral)
     finally:
+        if stream.state != NULL:
+            (<Rng>keep_stream).drawing_calls -= 1
         if tokens != small_tokens:
             free(tokens)
         if room != small_room:

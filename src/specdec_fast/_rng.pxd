@@ -12,3 +12,15 @@ cdef extern from "xoshiro256plus.h" nogil:
 
 cdef class Rng:
     cdef xoshiro256plus_state c_state
+    cdef object held_by             # None, or (lock, thread) of the verify_batch call holding it
+    cdef Py_ssize_t drawing_calls   # speculative_decode_sim calls drawing from c_state now
+
+
+cdef int wait_until_free(Rng rng) except -1
+
+
+cdef inline int ready(Rng rng) except -1:
+    """Return once no ``verify_batch`` call holds the generator (at once, mostly)."""
+    if rng.held_by is not None:
+        wait_until_free(rng)
+    return 0

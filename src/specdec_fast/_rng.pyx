@@ -3,7 +3,13 @@
 The state is a C struct (``xoshiro256plus_state``) so the kernel can draw from
 it without Python objects.  Seeding follows the generator's authors: the four
 state words are four successive outputs of splitmix64 started at the seed.
+
+A generator is only advanced with the GIL held, so threads may share one,
+except while ``verify_batch`` holds it (``hold_states``): its rows then draw
+from copies of the states without the GIL, and any other use of those
+generators waits until the call writes the states back.
 """
+import _thread
 import copyreg
 import operator
 import os
@@ -84,17 +90,21 @@ cdef class Rng:
         xoshiro256plus_seed(&self.c_state, 0)     # never the stuck all-zero state
 
     def __init__(self, seed=None):
-        xoshiro256plus_seed(&self.c_state, seed_word(seed))
+        cdef uint64_t word = seed_word(seed)
+        ready(self)
+        xoshiro256plus_seed(&self.c_state, word)
 
     def random(self, size=None):
         """One float in [0, 1), or a float64 array of ``size`` of them."""
         cdef cnp.ndarray out
         cdef double* data
         cdef Py_ssize_t i, n
+        ready(self)
         if size is None:
             return xoshiro256plus_next_double(&self.c_state)
         n = array_size(size)
         out = np.empty(n, dtype=np.float64)
+        ready(self)                 # again: code run since (a collection) may have waited
         data = <double*>cnp.PyArray_DATA(out)
         for i in range(n):         # with the GIL: the generator may be shared
             data[i] = xoshiro256plus_next_double(&self.c_state)
@@ -105,10 +115,12 @@ cdef class Rng:
         cdef cnp.ndarray out
         cdef uint64_t* data
         cdef Py_ssize_t i, n
+        ready(self)
         if size is None:
             return xoshiro256plus_next(&self.c_state)
         n = array_size(size)
         out = np.empty(n, dtype=np.uint64)
+        ready(self)
         data = <uint64_t*>cnp.PyArray_DATA(out)
         for i in range(n):         # with the GIL: the generator may be shared
             data[i] = xoshiro256plus_next(&self.c_state)
@@ -119,6 +131,7 @@ cdef class Rng:
 
         ``n`` successive jumps give ``n`` non-overlapping streams of 2**128 draws.
         """
+        ready(self)
         xoshiro256plus_jump(&self.c_state)
         return self
 
@@ -129,6 +142,7 @@ cdef class Rng:
         Assigned words come in order: a list, tuple, 1-D integer array or other
         ordered iterable, not a dict, set, str or bytes.
         """
+        ready(self)
         return {"bit_generator": _NAME, "s": tuple(self.c_state.s[i] for i in range(4))}
 
     @state.setter
@@ -148,6 +162,7 @@ cdef class Rng:
             raise ValueError("state['s'] must hold four ints in [0, 2**64)")
         if not any(words):
             raise ValueError("state['s'] must not be all zero (xoshiro256+ would stay at zero)")
+        ready(self)
         for i in range(4):
             self.c_state.s[i] = words[i]
 
@@ -165,6 +180,111 @@ cdef class Rng:
 
     def __repr__(self):
         return f"Rng(state={self.state['s']})"
+
+
+cdef int wait_until_free(Rng rng) except -1:
+    """Wait (without the GIL) until no ``verify_batch`` call holds ``rng``.  The
+    thread of the call that holds it gets a RuntimeError instead: its call cannot
+    end while it waits (a signal handler or finalizer drawing from the generator)."""
+    while rng.held_by is not None:
+        lock, thread = rng.held_by
+        if thread == _thread.get_ident():
+            raise RuntimeError("this Rng is held by a verify_batch call on this thread; "
+                               "it cannot be used until that call returns")
+        lock.acquire()
+        lock.release()
+    return 0
+
+
+# The generators of each StateHold not yet released, by its address: a forked
+# child lets them go (no call runs there to release them).
+cdef dict HELD = {}
+
+
+cdef class StateHold:
+    """What a ``verify_batch`` call holds while its rows draw from B generators
+    (``hold_states``).  Until ``release``, or until the hold is freed, any other
+    use of those generators waits.  Each generator's ``held_by`` is the hold's
+    (lock, thread) pair, not the hold: a hold dropped unreleased is freed at
+    once, and lets them go."""
+    cdef tuple generators
+    cdef tuple mark                 # (a lock held until release, the holding thread's ident)
+    # (B, 4) uint64 copies of the states, to draw from without the GIL; or None: the
+    # rows draw from the generators in place, with the GIL held.
+    cdef readonly object states
+
+    def release(self, bint write_back):
+        """Let the generators go; with the copies' states when ``write_back`` (the rows
+        ran to their end), else as they were.  Later calls do nothing."""
+        self.let_go(write_back)
+
+    cdef void let_go(self, bint write_back) noexcept:
+        cdef Rng rng
+        cdef Py_ssize_t b
+        cdef xoshiro256plus_state* states = NULL
+        if self.generators is None:
+            return
+        if write_back and self.states is not None:
+            states = <xoshiro256plus_state*>cnp.PyArray_DATA(self.states)
+        for b in range(len(self.generators)):
+            rng = <Rng>self.generators[b]
+            if states != NULL:
+                rng.c_state = states[b]
+            rng.held_by = None
+        self.generators = None
+        HELD.pop(<size_t><void*>self, None)
+        (<object>self.mark[0]).release()
+
+    def __dealloc__(self):
+        self.let_go(False)
+
+
+def hold_states(tuple generators):
+    """Hold B distinct generators for a ``verify_batch`` call; waits while another
+    call holds one of them.  The hold's ``states`` are copies of theirs, or None if
+    one of them is being drawn from in place by a ``speculative_decode_sim`` call
+    that has run user code (which would not see the hold)."""
+    cdef Py_ssize_t b, B = len(generators)
+    cdef Rng rng
+    cdef StateHold hold = StateHold.__new__(StateHold)
+    cdef xoshiro256plus_state* states
+    cdef bint in_place = False
+    for b in range(B):
+        rng = generators[b]         # refuses anything but an Rng
+    copies = np.empty((B, 4), dtype=np.uint64)
+    states = <xoshiro256plus_state*>cnp.PyArray_DATA(copies)
+    lock = _thread.allocate_lock()
+    lock.acquire()
+    hold.mark = (lock, _thread.get_ident())
+    b = 0
+    while b < B:                    # restarts after each wait: the GIL was let go
+        rng = generators[b]
+        b += 1
+        if rng.held_by is not None:
+            wait_until_free(rng)
+            b = 0
+    # From here on nothing lets the GIL go: no other thread sees them half held.
+    for b in range(B):
+        rng = <Rng>generators[b]
+        in_place = in_place or rng.drawing_calls > 0
+        states[b] = rng.c_state
+        rng.held_by = hold.mark
+    hold.generators = generators
+    hold.states = None if in_place else copies
+    HELD[<size_t><void*>hold] = generators
+    return hold
+
+
+def _free_holds_after_fork():
+    """In a forked child: no call runs there to release what a parent's thread held."""
+    for generators in HELD.values():
+        for rng in generators:
+            (<Rng>rng).held_by = None
+    HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_free_holds_after_fork)
 
 
 def _from_state(state, cls=Rng):
