@@ -17,9 +17,10 @@ verify_batch(1 thread)/floor; then the V=1024 thread scaling (median of
 * verify_batch with one thread within 1.3x of the floor;
 * V=1024: 2 threads >= 1.7x faster than 1.
 
-The scaling table also shows the 1t/2t ratio from alternated calls and a
-control (a GIL-free NumPy loop split over 2 threads the same way): on a shared
-2-core machine the control says how much a second thread could give at all.
+The scaling table also shows the 1t/2t ratio from alternated calls, the same
+with one ``Rng`` per row instead of a seed (not a target), and a control (a
+GIL-free NumPy loop split over 2 threads the same way): on a shared 2-core
+machine the control says how much a second thread could give at all.
 
 Each target is judged on its worst case over the (dtype, regime) cases.
 Standard library only (NumPy is not needed).
@@ -151,16 +152,21 @@ def main(argv=None):
     out.append("| V=1024 scaling (B=4096, K=8, float64, warm) | 1 thread (ms) | 2 threads (ms) | 1t/2t "
                "| alternated calls 1t/2t |")
     out.append("|---|---:|---:|---:|---:|")
-    for regime in REGIMES:
-        one = find(rows, impl="verify_batch", regime=regime, threads=1, V=1024)
-        two = find(rows, impl="verify_batch", regime=regime, threads=2, V=1024)
-        if one is None and two is None:
-            continue
-        s = ratio(ms(one), ms(two))
-        scaling.append((regime, s))
-        alt = None if two is None else ratio(two["info"].get("interleaved_1t_ms"),
-                                             two["info"].get("interleaved_2t_ms"))
-        out.append(f"| {regime} | {fmt(ms(one), 3)} | {fmt(ms(two), 3)} | {fmt(s)} | {fmt(alt)} |")
+    for source, label in (("seed", ""), ("generators", ", rng = one Rng per row")):
+        for regime in REGIMES:
+            # Runs before the generators case record no source: they are seed runs.
+            pick = [r for r in rows if r["info"].get("source", "seed") == source]
+            one = find(pick, impl="verify_batch", regime=regime, threads=1, V=1024)
+            two = find(pick, impl="verify_batch", regime=regime, threads=2, V=1024)
+            if one is None and two is None:
+                continue
+            s = ratio(ms(one), ms(two))
+            if source == "seed":
+                scaling.append((regime, s))
+            alt = None if two is None else ratio(two["info"].get("interleaved_1t_ms"),
+                                                 two["info"].get("interleaved_2t_ms"))
+            out.append(f"| {regime}{label} | {fmt(ms(one), 3)} | {fmt(ms(two), 3)} | {fmt(s)} "
+                       f"| {fmt(alt)} |")
     c1 = find(rows, impl="np.sin control", threads=1)
     c2 = find(rows, impl="np.sin control", threads=2)
     if c1 is not None or c2 is not None:

@@ -31,7 +31,8 @@ rounds; the file runs in about a minute):
 * ``test_thread_scaling``: B=4096, K=8, V=1024 float64, every row reading the
   same sequence's rows (a stride-0 batch axis: the work stays in cache and is
   CPU-bound, as in a simulation),
-  ``verify_batch`` with 1 and 2 threads, both regimes.  The 2-thread test
+  ``verify_batch`` with 1 and 2 threads, both regimes, with a seed and with
+  one ``Rng`` per row (advanced by each call, so calls differ a little).  The 2-thread test
   also records 1- and 2-thread medians from alternated calls (robust to load
   that drifts between benchmarks), and ``test_thread_control`` times a
   GIL-free NumPy loop split the same way, to show how far this machine lets
@@ -61,7 +62,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from specdec_fast import verify_batch
+from specdec_fast import Rng, verify_batch
 
 from peers import HAVE_TORCH, numpy_verify, torch_verify
 
@@ -340,20 +341,23 @@ def interleaved_medians(calls, repeats=21):
     return [float(np.median(t)) for t in times]
 
 
+@pytest.mark.parametrize("source", ("seed", "generators"))
 @pytest.mark.parametrize("regime", REGIMES)
 @pytest.mark.parametrize("threads", (1, 2))
-def test_thread_scaling(benchmark, scaling_inputs, regime, threads):
+def test_thread_scaling(benchmark, scaling_inputs, regime, threads, source):
     draft, target, tokens = scaling_inputs[regime]
-    benchmark.group = f"scaling float64 {regime}"
+    benchmark.group = f"scaling float64 {regime} {source}"
+    # "generators": one Rng per row (per-request generators), advanced by every call.
+    rng = VERIFY_SEED if source == "seed" else [Rng(VERIFY_SEED + b) for b in range(SCALE_B)]
 
     def call(n):
-        return verify_batch(draft, target, tokens, rng=VERIFY_SEED, num_threads=n)
+        return verify_batch(draft, target, tokens, rng=rng, num_threads=n)
 
     result = call(threads)
     check_result(result, tokens, SCALE_B, K)
     info = dict(impl="verify_batch", dtype="float64", regime=regime, threads=threads, B=SCALE_B,
                 K=K, V=SCALE_V, cache="warm", mean_accepted=float(np.mean(result.num_accepted)),
-                bytes_read=bytes_read(result, K, SCALE_V, target.itemsize))
+                bytes_read=bytes_read(result, K, SCALE_V, target.itemsize), source=source)
     if threads == 2:
         one, two = interleaved_medians([lambda: call(1), lambda: call(2)])
         info.update(interleaved_1t_ms=one * 1e3, interleaved_2t_ms=two * 1e3)
