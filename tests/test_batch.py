@@ -829,6 +829,43 @@ def test_an_interrupt_anywhere_in_a_call_leaves_it_ended_and_the_pool_serving(
         assert_same_result(call(), want)
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_an_interrupt_anywhere_in_a_call_on_generators_leaves_none_of_them_held(monkeypatch):
+    """rng=[Rng...] with a KeyboardInterrupt at each point of the call in turn: afterwards
+    another thread can draw from every generator at once (none is left held), and
+    each is where a call leaves it: as it was, or, when the interrupt came after
+    the write-back (or not at all), advanced by the call's draws."""
+    from specdec_fast import batch
+    B = 64
+    draft, target, tokens = simple_batch(40, B=B, K=4, V=2048)
+    monkeypatch.setattr(batch, "_MAX_THREADS", 2)
+    monkeypatch.setattr(batch, "_pool", None)
+    verify_batch(draft, target, tokens, rng=np.arange(B), num_threads=2)   # starts the pool
+    start = [Rng(500 + b).state for b in range(B)]
+    done = [Rng(500 + b) for b in range(B)]
+    want = verify_batch(draft, target, tokens, rng=done, num_threads=1)
+    end = [g.state for g in done]
+
+    def call(rngs, out):
+        out.append(verify_batch(draft, target, tokens, rng=rngs, num_threads=2))
+    events, ended = interrupted_at(0, lambda: call([Rng(500 + b) for b in range(B)], []))
+    assert ended == "returned" and events > 10
+    for n in range(1, events + 1):
+        rngs = [Rng(500 + b) for b in range(B)]
+        out = []
+        _, ended = interrupted_at(n, lambda: call(rngs, out))
+        assert ended in ("interrupted", "returned"), (n, ended)
+        states = [g.state for g in rngs]
+        drawer = threading.Thread(target=lambda: [g.random() for g in rngs], daemon=True)
+        drawer.start()
+        drawer.join(10)
+        assert not drawer.is_alive(), f"a generator is still held after an interrupt at event {n}"
+        assert states in (start, end), n
+        if ended == "returned":     # an exception raised at some events is swallowed
+            assert states == end
+            assert_same_result(out[0], want)
+
+
 @pytest.mark.parametrize("started", [True, False])
 def test_an_interrupted_thread_start_neither_loses_nor_doubles_a_worker(monkeypatch, started):
     """A KeyboardInterrupt out of Thread.start, after the thread started or before: the
