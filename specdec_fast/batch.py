@@ -20,7 +20,8 @@ its stream.
   The call holds those generators: the rows draw from copies of their states
   without the GIL, and the states are written back when every row is done;
   meanwhile any other use of them (``Rng.random``, another call) waits.  A
-  call that raises leaves them as they were.  (If one of them is being drawn
+  call that raises leaves them as they were (short of a KeyboardInterrupt
+  landing just after the write-back).  (If one of them is being drawn
   from by a ``speculative_decode_sim`` call that is running user code, the rows
   advance them in place instead, on the calling thread with the GIL held.)
 """
