@@ -1133,6 +1133,7 @@ def test_a_held_generator_waits_for_the_call_and_raises_on_its_own_thread():
     for use in uses:
         with pytest.raises(RuntimeError, match="held by a verify_batch call on this thread"):
             use()
+    assert repr(g) == f"Rng(state={Rng(3).state['s']}, held by a verify_batch call)"
     hold.states[0] = Rng(99).state["s"]
     hold.release(True)
     waiter.join(60)

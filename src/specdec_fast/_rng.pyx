@@ -179,7 +179,11 @@ cdef class Rng:
         return (_from_state, (self.state, cls), (attributes, slots) if slots else attributes)
 
     def __repr__(self):
-        return f"Rng(state={self.state['s']})"
+        # Neither waits nor raises while a call holds the generator: says so instead.
+        words = tuple(self.c_state.s[i] for i in range(4))
+        if self.held_by is not None:
+            return f"Rng(state={words}, held by a verify_batch call)"
+        return f"Rng(state={words})"
 
 
 cdef int wait_until_free(Rng rng) except -1:
