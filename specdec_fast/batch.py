@@ -23,7 +23,8 @@ its stream.
   call that raises leaves them as they were (short of a KeyboardInterrupt
   landing just after the write-back).  (If one of them is being drawn
   from by a ``speculative_decode_sim`` call that is running user code, the rows
-  advance them in place instead, on the calling thread with the GIL held.)
+  advance them in place instead, on the calling thread with the GIL held, and
+  an interrupt after the rows ran leaves them advanced.)
 """
 import _thread
 import os
@@ -35,7 +36,7 @@ import numpy as np
 
 from specdec_fast import _batch
 from specdec_fast._core import get_default_rng
-from specdec_fast._rng import Rng, hold_states, seeded_states
+from specdec_fast._rng import Rng, hold_states, never_wait_on_this_thread, seeded_states
 from specdec_fast.theory import _flag, _semantics
 
 __all__ = ["VerifyResult", "verify_batch"]
@@ -389,14 +390,15 @@ def verify_batch(draft_probs, target_probs, draft_tokens, *, rng=None, uniforms=
         failures = _run_ranges(threads, B, (target, draft, tokens, counts, states, replay,
                                             semantics == "reference", greedy, out_tokens,
                                             out_emitted, out_accepted))
+        result = VerifyResult(out_tokens, out_emitted, out_accepted)
         if hold is not None and not failures:
-            hold.release(True)
+            hold.release(True)          # last: an interrupt after it still finds them written
     finally:
         if hold is not None:
             hold.release(False)         # a call that raises leaves the generators as they were
     if failures:
         raise _batch.failure_error(min(failures, key=lambda f: f[1]), target, draft, given_tokens)
-    return VerifyResult(out_tokens, out_emitted, out_accepted)
+    return result
 
 
 def _run_ranges(threads, B, args):
@@ -514,6 +516,7 @@ class _Pool:
         self._queue.put(task)
 
     def _serve(self):
+        never_wait_on_this_thread()
         while True:
             self._queue.get()()
 

@@ -1143,6 +1143,72 @@ def test_a_held_generator_waits_for_the_call_and_raises_on_its_own_thread():
     assert h.state == h_before and g.random() == Rng(99).random(2)[1]
 
 
+def test_threads_a_holding_call_may_wait_for_raise_instead_of_waiting(monkeypatch):
+    """Code run (by the GC, a profiler) on a thread that a call holding generators may be
+    waiting for must not wait for that call: a pool thread, and a thread holding
+    generators of its own (two of those could wait for each other), get RuntimeError.
+    Once the second thread lets go, the first thread waits for the other's hold again."""
+    from specdec_fast import batch
+    from specdec_fast._rng import hold_states
+    monkeypatch.setattr(batch, "_MAX_THREADS", 2)
+    monkeypatch.setattr(batch, "_pool", None)
+    draft, target, tokens = simple_batch(26, B=64, V=1024)
+    verify_batch(draft, target, tokens, rng=np.arange(64), num_threads=2)   # starts the pool
+    assert batch._pool.threads == 1
+    g, h = Rng(13), Rng(14)
+    mine = hold_states((g,))
+    errors, done = [], threading.Event()
+
+    def on_pool_thread():
+        try:
+            g.random()
+        except RuntimeError as exc:
+            errors.append(str(exc))
+        finally:
+            done.set()
+    batch._pool.put(on_pool_thread)
+    assert done.wait(60)
+    assert errors == ["this Rng is held by a verify_batch call, which this thread is a "
+                      "verify_batch worker and cannot wait for"]
+    took, go, released = threading.Event(), threading.Event(), threading.Event()
+
+    def other_holder():
+        theirs = hold_states((h,))
+        took.set()
+        try:
+            g.random()
+        except RuntimeError as exc:
+            errors.append(str(exc))
+        go.wait(60)
+        theirs.release(False)
+        released.set()
+    other = threading.Thread(target=other_holder)
+    other.start()
+    assert took.wait(60)
+    with pytest.raises(RuntimeError, match="holds generators of another call"):
+        h.random()
+    go.set()
+    assert released.wait(60)
+    other.join(60)
+    assert errors[1:] == ["this Rng is held by a verify_batch call, which this thread holds "
+                          "generators of another call and cannot wait for"]
+    mine.release(False)
+    assert (g.random(), h.random()) == (Rng(13).random(), Rng(14).random())
+    took.clear()
+
+    def holder():                           # holds g for 0.2 s, then writes Rng(50)'s state
+        theirs = hold_states((g,))
+        took.set()
+        threading.Event().wait(0.2)
+        theirs.states[0] = Rng(50).state["s"]
+        theirs.release(True)
+    other = threading.Thread(target=holder)
+    other.start()
+    assert took.wait(60)
+    assert g.random() == Rng(50).random()   # this thread holds nothing now: it waited
+    other.join(60)
+
+
 def test_a_hold_dropped_unreleased_lets_its_generators_go():
     from specdec_fast._rng import hold_states
     g = Rng(5)

@@ -187,14 +187,22 @@ cdef class Rng:
 
 
 cdef int wait_until_free(Rng rng) except -1:
-    """Wait (without the GIL) until no ``verify_batch`` call holds ``rng``.  The
-    thread of the call that holds it gets a RuntimeError instead: its call cannot
-    end while it waits (a signal handler or finalizer drawing from the generator)."""
+    """Wait (without the GIL) until no ``verify_batch`` call holds ``rng``.
+
+    Code run on a thread that such a call may be waiting for (a signal handler,
+    a finalizer, a profiler) gets a RuntimeError instead: on the holding
+    thread, on a thread holding generators for a call of its own (two such
+    threads could wait for each other), and on a ``verify_batch`` pool thread."""
+    me = _thread.get_ident()
     while rng.held_by is not None:
         lock, thread = rng.held_by
-        if thread == _thread.get_ident():
+        if thread == me:
             raise RuntimeError("this Rng is held by a verify_batch call on this thread; "
                                "it cannot be used until that call returns")
+        if me in HOLDERS or me in POOL_THREADS:
+            raise RuntimeError("this Rng is held by a verify_batch call, which this thread "
+                               + ("holds generators of another call" if me in HOLDERS else
+                                  "is a verify_batch worker") + " and cannot wait for")
         lock.acquire()
         lock.release()
     return 0
@@ -203,6 +211,16 @@ cdef int wait_until_free(Rng rng) except -1:
 # The generators of each StateHold not yet released, by its address: a forked
 # child lets them go (no call runs there to release them).
 cdef dict HELD = {}
+# How many holds each thread has now, by its ident.
+cdef dict HOLDERS = {}
+# The idents of verify_batch's pool threads, which never wait for a hold.
+cdef set POOL_THREADS = set()
+
+
+def never_wait_on_this_thread():
+    """For each of ``verify_batch``'s pool threads, as it starts: a call holding its
+    generators may be waiting for the thread, which must not wait for the call."""
+    POOL_THREADS.add(_thread.get_ident())
 
 
 cdef class StateHold:
@@ -237,6 +255,11 @@ cdef class StateHold:
             rng.held_by = None
         self.generators = None
         HELD.pop(<size_t><void*>self, None)
+        holder = self.mark[1]
+        if HOLDERS.get(holder, 0) > 1:
+            HOLDERS[holder] -= 1
+        else:
+            HOLDERS.pop(holder, None)
         (<object>self.mark[0]).release()
 
     def __dealloc__(self):
@@ -276,15 +299,19 @@ def hold_states(tuple generators):
     hold.generators = generators
     hold.states = None if in_place else copies
     HELD[<size_t><void*>hold] = generators
+    HOLDERS[hold.mark[1]] = HOLDERS.get(hold.mark[1], 0) + 1
     return hold
 
 
 def _free_holds_after_fork():
-    """In a forked child: no call runs there to release what a parent's thread held."""
+    """In a forked child: no call runs there to release what a parent's thread held,
+    and the parent's other threads are gone."""
     for generators in HELD.values():
         for rng in generators:
             (<Rng>rng).held_by = None
     HELD.clear()
+    HOLDERS.clear()
+    POOL_THREADS.clear()
 
 
 if hasattr(os, "register_at_fork"):
