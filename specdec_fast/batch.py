@@ -379,6 +379,9 @@ def verify_batch(draft_probs, target_probs, draft_tokens, *, rng=None, uniforms=
         replay = np.zeros((B, 0))
     elif source is not None:
         states = _row_states(source, B)
+    # The pool grows before any generator is held: user code that a starting thread runs
+    # (a finalizer) could wait for the hold while this thread waits for that one to start.
+    pool = _grown_pool() if threads > 1 else None
     hold = None
     try:
         if isinstance(states, tuple):   # a sequence of Rng, held until the rows are done
@@ -389,7 +392,7 @@ def verify_batch(draft_probs, target_probs, draft_tokens, *, rng=None, uniforms=
                 states = hold.states
         failures = _run_ranges(threads, B, (target, draft, tokens, counts, states, replay,
                                             semantics == "reference", greedy, out_tokens,
-                                            out_emitted, out_accepted))
+                                            out_emitted, out_accepted), pool)
         result = VerifyResult(out_tokens, out_emitted, out_accepted)
         if hold is not None and not failures:
             hold.release(True)          # last: an interrupt after it still finds them written
@@ -401,17 +404,19 @@ def verify_batch(draft_probs, target_probs, draft_tokens, *, rng=None, uniforms=
     return result
 
 
-def _run_ranges(threads, B, args):
+def _run_ranges(threads, B, args, pool):
     """``verify_rows`` over rows 0 .. B in ``threads`` ranges; returns their failures.
 
-    The first range runs on this thread; the others are handed to the pool's threads,
-    and this thread runs those none has taken by the time its own range is done."""
+    The first range runs on this thread; the others are handed to the threads of
+    ``pool`` (if it has any), and this thread runs those none has taken by the time
+    its own range is done."""
     bounds = np.linspace(0, B, threads + 1).astype(int)
     ranges = list(zip(bounds[:-1], bounds[1:]))
     handed = [_Range(args, start, stop) for start, stop in ranges[1:]]
     try:
-        if handed:
-            _hand_over(handed)
+        if handed and pool.threads:
+            for r in handed:
+                pool.put(r)
         failures = [_batch.verify_rows(*args, *ranges[0])]
         for r in handed:
             r.run_unless_taken()
@@ -436,18 +441,20 @@ class _Range:
         self._args = (*args, start, stop)
         self._taker = {}                    # {"by": POOL or CALLER}, set once
         self._done = _thread.allocate_lock()
-        self._done.acquire()                # released by the pool thread that ran the range
-        self._outcome = None, None          # verify_rows's return, or what it raised
+        self._done.acquire()                # released by the pool thread that took the range
+        self._outcome = None                # (verify_rows's return, or what it raised)
 
     def _take(self, who):
         return self._taker.setdefault("by", who) == who
 
     def __call__(self):
-        """On a pool thread."""
-        if self._take(_POOL):
-            try:
+        """On a pool thread.  Whatever is raised here (by a profiler, say), a range this
+        thread took is marked done, and one it did not run raises on the calling thread."""
+        try:
+            if self._take(_POOL):
                 self._run()
-            finally:
+        finally:
+            if self._taker.get("by") == _POOL:
                 self._done.release()
 
     def run_unless_taken(self):
@@ -465,6 +472,9 @@ class _Range:
     def failure(self):
         """What ``verify_rows`` returned (None, or the range's first failure), or raise
         what it raised."""
+        if self._outcome is None:
+            raise RuntimeError("a verify_batch worker thread took rows of this call and "
+                               "stopped before running them (an exception from a profiler?)")
         failure, exc = self._outcome
         if exc is not None:
             raise exc
@@ -518,7 +528,10 @@ class _Pool:
     def _serve(self):
         never_wait_on_this_thread()
         while True:
-            self._queue.get()()
+            try:
+                self._queue.get()()
+            except BaseException:       # from a profiler or tracer, say: the thread serves on
+                pass
 
 
 _pool = None
@@ -526,18 +539,15 @@ _pool_lock = threading.Lock()
 _MAX_THREADS = os.cpu_count() or 1
 
 
-def _hand_over(ranges):
-    """Queue ``ranges`` for the pool's threads, made on first use and grown to
-    ``_MAX_THREADS - 1`` as the process allows; with none, leave them to the caller."""
+def _grown_pool():
+    """The pool, made on first use and grown to ``_MAX_THREADS - 1`` threads as the
+    process allows (it may have none)."""
     global _pool
     with _pool_lock:
         if _pool is None:
             _pool = _Pool()
         _pool.grow(_MAX_THREADS - 1)
-        pool = _pool
-    if pool.threads:
-        for r in ranges:
-            pool.put(r)
+        return _pool
 
 
 def _forget_pool():

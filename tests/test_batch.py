@@ -1209,6 +1209,52 @@ def test_threads_a_holding_call_may_wait_for_raise_instead_of_waiting(monkeypatc
     other.join(60)
 
 
+def test_a_range_a_pool_thread_took_but_did_not_run_fails_the_call(monkeypatch):
+    """An exception raised on a pool thread between taking a range and running it (by a
+    profiler, say): the call raises instead of returning rows never computed, leaves
+    its generators as they were, and the pool thread serves on."""
+    from specdec_fast import batch
+    monkeypatch.setattr(batch, "_MAX_THREADS", 2)
+    monkeypatch.setattr(batch, "_pool", None)
+    draft, target, tokens = simple_batch(27, B=64, V=1024)
+    want = verify_batch(draft, target, tokens, rng=np.arange(64), num_threads=2)
+    run = batch._Range._run
+
+    def profiled_run(self):
+        if threading.current_thread().name == "specdec_fast_worker":
+            raise RuntimeError("from a profiler")
+        return run(self)
+    monkeypatch.setattr(batch._Range, "_run", profiled_run)
+    rngs = [Rng(b) for b in range(64)]
+    with pytest.raises(RuntimeError, match="stopped before running them"):
+        verify_batch(draft, target, tokens, rng=rngs, num_threads=2)
+    assert [g.state for g in rngs] == [Rng(b).state for b in range(64)]
+    monkeypatch.setattr(batch._Range, "_run", run)
+    served = threading.Event()
+    batch._pool.put(served.set)
+    assert served.wait(60)
+    assert_same_result(verify_batch(draft, target, tokens, rng=np.arange(64), num_threads=2),
+                       want)
+
+
+def test_pool_threads_start_before_a_call_holds_its_generators(monkeypatch):
+    """A thread that is starting may run user code (a finalizer) that draws from a
+    generator; the call waiting for it to start must not be holding that generator."""
+    from specdec_fast import batch
+    monkeypatch.setattr(batch, "_MAX_THREADS", 2)
+    monkeypatch.setattr(batch, "_pool", None)
+    draft, target, tokens = simple_batch(28, B=64, V=1024)
+    rngs = [Rng(b) for b in range(64)]
+    start, drawn = threading.Thread.start, []
+
+    def start_drawing(thread):
+        drawn.append(rngs[0].random())      # raises RuntimeError if this thread held it
+        start(thread)
+    monkeypatch.setattr(threading.Thread, "start", start_drawing)
+    verify_batch(draft, target, tokens, rng=rngs, num_threads=2)
+    assert len(drawn) == 1 and batch._pool.threads == 1
+
+
 def test_a_hold_dropped_unreleased_lets_its_generators_go():
     from specdec_fast._rng import hold_states
     g = Rng(5)

@@ -13,6 +13,7 @@ import _thread
 import copyreg
 import operator
 import os
+import threading
 from collections.abc import Mapping, Set
 
 import numpy as np
@@ -199,7 +200,7 @@ cdef int wait_until_free(Rng rng) except -1:
         if thread == me:
             raise RuntimeError("this Rng is held by a verify_batch call on this thread; "
                                "it cannot be used until that call returns")
-        if me in HOLDERS or me in POOL_THREADS:
+        if me in HOLDERS or getattr(POOL_THREAD, "never_waits", False):
             raise RuntimeError("this Rng is held by a verify_batch call, which this thread "
                                + ("holds generators of another call" if me in HOLDERS else
                                   "is a verify_batch worker") + " and cannot wait for")
@@ -213,14 +214,15 @@ cdef int wait_until_free(Rng rng) except -1:
 cdef dict HELD = {}
 # How many holds each thread has now, by its ident.
 cdef dict HOLDERS = {}
-# The idents of verify_batch's pool threads, which never wait for a hold.
-cdef set POOL_THREADS = set()
+# Marks verify_batch's pool threads, which never wait for a hold (a thread-local: it
+# goes with its thread, whose ident a later thread may get).
+POOL_THREAD = threading.local()
 
 
 def never_wait_on_this_thread():
     """For each of ``verify_batch``'s pool threads, as it starts: a call holding its
     generators may be waiting for the thread, which must not wait for the call."""
-    POOL_THREADS.add(_thread.get_ident())
+    POOL_THREAD.never_waits = True
 
 
 cdef class StateHold:
@@ -311,7 +313,6 @@ def _free_holds_after_fork():
             (<Rng>rng).held_by = None
     HELD.clear()
     HOLDERS.clear()
-    POOL_THREADS.clear()
 
 
 if hasattr(os, "register_at_fork"):
