@@ -504,8 +504,8 @@ def _print_simulation(report):
         print(f"  {'K':>3}  {'tokens/step':>19}  {'closed form':>11}  "
               f"{'speedup':>19}  {'closed form':>11}")
         for r in entry["rows"]:
-            tok_half = np.diff(_ci(r, "tokens"))[0] / 2      # NaN below 2 trials
-            sp_half = np.diff(_ci(r, "speedup"))[0] / 2
+            tok_half = _half_width(r, "tokens")               # NaN below 2 trials
+            sp_half = _half_width(r, "speedup")
             mark = " *" if r["k"] == entry["best_k"] else ""
             partial = f"  ({r['trials']:,} trials)" if r["trials"] != report["trials"] else ""
             print(f"  {r['k']:>3}  {r['tokens']:>10.4f} ± {tok_half:<6.4f}  "
@@ -541,6 +541,13 @@ def _overlap(entry):
 def _ci(row, key):
     """A row's interval as two floats (NaN where undefined)."""
     return np.array([np.nan if x is None else x for x in row[f"{key}_ci"]], dtype=np.float64)
+
+
+def _half_width(row, key):
+    """The ``h`` of "value ± h": the interval's farther end from the value (the
+    interval need not be centred on it), so that value ± h contains it."""
+    lo, hi = _ci(row, key)
+    return max(row[key] - lo, hi - row[key])
 
 
 def _require_matplotlib():

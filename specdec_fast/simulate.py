@@ -70,8 +70,9 @@ class SimulationResult:
     accepted: np.ndarray          #: (..., K) int64: steps whose draft passed at position i
 
     mean_tokens: Union[float, np.ndarray]      #: mean tokens emitted per step
-    #: (..., 2): normal interval from the sample variance (NaN < 2 trials); it covers
-    #: less than its level when few steps reject (zero width when none did)
+    #: (..., 2): the normal interval from the sample variance, widened to take in
+    #: an Agresti-Coull-style one (z**2 / 2 more steps at each end of the range of
+    #: tokens per step), which does not collapse when few steps reject (NaN < 2 trials)
     mean_tokens_ci: np.ndarray
     frequencies: np.ndarray       #: (..., K+2): histogram / trials
     frequencies_ci: np.ndarray    #: (..., K+2, 2): Wilson score intervals
@@ -370,6 +371,34 @@ def _wilson(x, n, z):
     return phat, np.stack([lo, hi], axis=-1)
 
 
+def _mean_interval(hist, counts, possible, z):
+    """The mean of ``counts`` under histograms ``hist`` (S, C), and its interval: the
+    normal one from the sample variance, widened to take in the one that z**2 / 2
+    more steps at each end of the range of counts (the first and the last that
+    ``possible`` (S, C) marks) would give, as Agresti and Coull do for a proportion.
+    The normal one alone covers far less than its level when steps that fall short
+    of the usual count are rare, and has zero width when none did; where they are
+    not rare the two agree.  NaN below 2 steps."""
+    n = hist.sum(axis=-1)
+    rows = np.arange(hist.shape[0])
+    extra = np.zeros(hist.shape)
+    extra[rows, np.argmax(possible, axis=-1)] += z * z / 2.0
+    extra[rows, hist.shape[-1] - 1 - np.argmax(possible[:, ::-1], axis=-1)] += z * z / 2.0
+    padded = hist + extra
+    m = padded.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = (hist @ counts) / n
+        var = (hist * (counts - mean[:, None]) ** 2).sum(axis=-1) / np.maximum(n - 1, 1)
+        half = z * np.sqrt(var / n)
+        padded_mean = (padded @ counts) / m
+        padded_half = z * np.sqrt((padded * (counts - padded_mean[:, None]) ** 2).sum(axis=-1) / m
+                                  / m)
+    lo = np.minimum(mean - half, padded_mean - padded_half)
+    hi = np.maximum(mean + half, padded_mean + padded_half)
+    ci = np.where((n >= 2)[:, None], np.stack([lo, hi], axis=-1), np.nan)
+    return mean, ci
+
+
 def _result(K, V, semantics, bonus, confidence, requested, interrupted, accepted_hist,
             emitted_hist, alpha, token_counts, batched):
     # The upper quantile from the lower tail: 0.5 + confidence / 2 would round to 1
@@ -377,11 +406,6 @@ def _result(K, V, semantics, bonus, confidence, requested, interrupted, accepted
     z = -statistics.NormalDist().inv_cdf((1.0 - confidence) / 2.0)
     n = emitted_hist.sum(axis=-1)                                   # (S,)
     counts = np.arange(K + 2, dtype=np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = (emitted_hist @ counts) / n
-        var = (emitted_hist * (counts - mean[:, None]) ** 2).sum(axis=-1) / np.maximum(n - 1, 1)
-        half = np.where(n >= 2, z * np.sqrt(var / n), np.nan)     # undefined below 2 trials
-    mean_ci = np.stack([mean - half, mean + half], axis=-1)
     freq, freq_ci = _wilson(emitted_hist, n[:, None], z)
     # reached[i] = steps with at least i accepted drafts; accepted[i] = at least i + 1.
     at_least = np.cumsum(accepted_hist[:, ::-1], axis=-1)[:, ::-1]  # (S, K+1)
@@ -394,6 +418,7 @@ def _result(K, V, semantics, bonus, confidence, requested, interrupted, accepted
         expected_freq = np.zeros((alpha.shape[0], 2))
         expected_freq[:, 1 if bonus else 0] = 1.0
     expected = expected_freq @ counts
+    mean, mean_ci = _mean_interval(emitted_hist, counts, expected_freq > 0, z)
 
     def out(x):
         x = np.asarray(x)
