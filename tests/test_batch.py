@@ -1168,8 +1168,8 @@ def test_threads_a_holding_call_may_wait_for_raise_instead_of_waiting(monkeypatc
             done.set()
     batch._pool.put(on_pool_thread)
     assert done.wait(60)
-    assert errors == ["this Rng is held by a verify_batch call, which this thread is a "
-                      "verify_batch worker and cannot wait for"]
+    assert errors == ["this Rng is held by a verify_batch call, which this thread cannot "
+                      "wait for: it is a verify_batch worker thread"]
     took, go, released = threading.Event(), threading.Event(), threading.Event()
 
     def other_holder():
@@ -1185,13 +1185,13 @@ def test_threads_a_holding_call_may_wait_for_raise_instead_of_waiting(monkeypatc
     other = threading.Thread(target=other_holder)
     other.start()
     assert took.wait(60)
-    with pytest.raises(RuntimeError, match="holds generators of another call"):
+    with pytest.raises(RuntimeError, match="it holds generators for a call of its own"):
         h.random()
     go.set()
     assert released.wait(60)
     other.join(60)
-    assert errors[1:] == ["this Rng is held by a verify_batch call, which this thread holds "
-                          "generators of another call and cannot wait for"]
+    assert errors[1:] == ["this Rng is held by a verify_batch call, which this thread cannot "
+                          "wait for: it holds generators for a call of its own"]
     mine.release(False)
     assert (g.random(), h.random()) == (Rng(13).random(), Rng(14).random())
     took.clear()

@@ -202,8 +202,9 @@ cdef int wait_until_free(Rng rng) except -1:
                                "it cannot be used until that call returns")
         if me in HOLDERS or getattr(POOL_THREAD, "never_waits", False):
             raise RuntimeError("this Rng is held by a verify_batch call, which this thread "
-                               + ("holds generators of another call" if me in HOLDERS else
-                                  "is a verify_batch worker") + " and cannot wait for")
+                               "cannot wait for: " + ("it holds generators for a call of its own"
+                                                      if me in HOLDERS else
+                                                      "it is a verify_batch worker thread"))
         lock.acquire()
         lock.release()
     return 0
