@@ -29,6 +29,7 @@ import pickle
 import re
 import sys
 import threading
+import time
 from statistics import NormalDist
 
 import numpy as np
@@ -1218,18 +1219,26 @@ def test_a_range_a_pool_thread_took_but_did_not_run_fails_the_call(monkeypatch):
     monkeypatch.setattr(batch, "_pool", None)
     draft, target, tokens = simple_batch(27, B=64, V=1024)
     want = verify_batch(draft, target, tokens, rng=np.arange(64), num_threads=2)
-    run = batch._Range._run
+    run, run_unless_taken = batch._Range._run, batch._Range.run_unless_taken
 
     def profiled_run(self):
         if threading.current_thread().name == "specdec_fast_worker":
             raise RuntimeError("from a profiler")
         return run(self)
+
+    def after_the_pool_took_it(self):        # the pool thread, idle, takes the range first
+        deadline = time.monotonic() + 60
+        while self._taker.get("by") != batch._POOL and time.monotonic() < deadline:
+            time.sleep(0.001)
+        return run_unless_taken(self)
     monkeypatch.setattr(batch._Range, "_run", profiled_run)
+    monkeypatch.setattr(batch._Range, "run_unless_taken", after_the_pool_took_it)
     rngs = [Rng(b) for b in range(64)]
     with pytest.raises(RuntimeError, match="stopped before running them"):
         verify_batch(draft, target, tokens, rng=rngs, num_threads=2)
     assert [g.state for g in rngs] == [Rng(b).state for b in range(64)]
     monkeypatch.setattr(batch._Range, "_run", run)
+    monkeypatch.setattr(batch._Range, "run_unless_taken", run_unless_taken)
     served = threading.Event()
     batch._pool.put(served.set)
     assert served.wait(60)
