@@ -679,6 +679,20 @@ def counting_runs(monkeypatch, runs, before=None):
     monkeypatch.setattr(_batch, "verify_rows", counted)
 
 
+def recording_state_kinds(monkeypatch):
+    """A list that gets (type of the states, start, stop) of each ``verify_rows`` run:
+    an ndarray of states, or the tuple of generators advanced in place."""
+    from specdec_fast import _batch
+    verify_rows = _batch.verify_rows
+    seen = []
+
+    def recording(*args):
+        seen.append((type(args[4]), int(args[-2]), int(args[-1])))
+        return verify_rows(*args)
+    monkeypatch.setattr(_batch, "verify_rows", recording)
+    return seen
+
+
 def ranges_run_into(out_tokens, runs):
     return sorted((int(start), int(stop)) for o, start, stop in runs if o is out_tokens)
 
@@ -1009,14 +1023,7 @@ def test_sequence_of_rngs_runs_over_threads_on_copies_of_the_states(monkeypatch)
     """rng=[Rng...] with num_threads: the rows run in ranges, each handed the (B, 4)
     copies of the states (not the generators, advanced in place with the GIL held),
     and the result and the final states equal those of one thread."""
-    from specdec_fast import _batch
-    verify_rows = _batch.verify_rows
-    seen = []
-
-    def recording(*args):
-        seen.append((type(args[4]), int(args[-2]), int(args[-1])))
-        return verify_rows(*args)
-    monkeypatch.setattr(_batch, "verify_rows", recording)
+    seen = recording_state_kinds(monkeypatch)
     B, K, V = 400, 4, 6
     draft, target, tokens, counts, _ = build_batch(21, B, K, V, K + 1)
     results, states = [], []
@@ -1071,14 +1078,7 @@ def test_generators_a_drop_in_call_is_drawing_from_are_advanced_in_place(monkeyp
     held (were the drop-in on another thread, a copy written back would drop its
     draws).  The drop-in then draws on from where the batch left g; a batch that
     raises there leaves g as it was."""
-    from specdec_fast import _batch
-    verify_rows = _batch.verify_rows
-    seen = []
-
-    def recording(*args):
-        seen.append((type(args[4]), int(args[-2]), int(args[-1])))
-        return verify_rows(*args)
-    monkeypatch.setattr(_batch, "verify_rows", recording)
+    seen = recording_state_kinds(monkeypatch)
     B, K, V = 3, 2, 4
     draft, target, tokens = simple_batch(23, B, K, V)
     g, h = Rng(31), Rng(32)
