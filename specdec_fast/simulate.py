@@ -391,8 +391,8 @@ def _mean_interval(hist, counts, possible, z):
         var = (hist * (counts - mean[:, None]) ** 2).sum(axis=-1) / np.maximum(n - 1, 1)
         half = z * np.sqrt(var / n)
         padded_mean = (padded @ counts) / m
-        padded_half = z * np.sqrt((padded * (counts - padded_mean[:, None]) ** 2).sum(axis=-1) / m
-                                  / m)
+        padded_var = (padded * (counts - padded_mean[:, None]) ** 2).sum(axis=-1) / m
+        padded_half = z * np.sqrt(padded_var / m)
     lo = np.minimum(mean - half, padded_mean - padded_half)
     hi = np.maximum(mean + half, padded_mean + padded_half)
     ci = np.where((n >= 2)[:, None], np.stack([lo, hi], axis=-1), np.nan)
