@@ -199,6 +199,113 @@ def test_rng_is_replayed_uniforms(case, seed):
     assert rng.state == expected.state
 
 
+
+MATRIX_FORMS = ["list", "tuple", "tuple-rows", "array-rows", "f64", "f32", "int", "fortran",
+                "strided", "f64-1d"]
+CHANGES = [None, None, None, "token-high", "token-negative", "token-float", "token-bool",
+           "token-numpy", "token-big", "tokens-tuple", "tokens-array", "short-row",
+           "short-bonus-row", "fewer-rows", "vocab-zero", "vocab-numpy", "vocab-bool",
+           "vocab-float", "vocab-big"]
+
+
+def matrix_as(form, rows):
+    """``rows`` in the given form (ragged rows stay lists, whatever the form)."""
+    if not rows:
+        return []
+    if form == "list" or len({len(r) for r in rows}) > 1:
+        return [list(r) for r in rows]
+    a = np.array(rows, dtype=np.float64)
+    if form == "tuple":
+        return tuple(list(r) for r in rows)
+    if form == "tuple-rows":
+        return [tuple(r) for r in rows]
+    if form == "array-rows":
+        return [np.array(r) for r in rows]
+    if form == "f32":
+        return a.astype(np.float32)
+    if form == "int":
+        return (a > 0.5).astype(np.int64)
+    if form == "fortran":
+        return np.asfortranarray(a)
+    if form == "strided":
+        return np.repeat(a, 2, axis=1)[:, ::2]
+    if form == "f64-1d":
+        return a.ravel()
+    return a
+
+
+def changed(change, draft, target, tokens, V):
+    """The arguments with one thing made odd or wrong (``None``: none)."""
+    tokens = list(tokens)
+    if change == "token-high" and tokens:
+        tokens[-1] = V
+    elif change == "token-negative" and tokens:
+        tokens[0] = -1
+    elif change == "token-float" and tokens:
+        tokens[0] = float(tokens[0])
+    elif change == "token-bool" and tokens:
+        tokens[0] = bool(tokens[0] % 2)
+    elif change == "token-numpy" and tokens:
+        tokens[-1] = np.int32(tokens[-1])
+    elif change == "token-big" and tokens:
+        tokens[0] = 2**70
+    elif change == "tokens-tuple":
+        tokens = tuple(tokens)
+    elif change == "tokens-array":
+        tokens = np.array(tokens, dtype=np.int64)
+    elif change == "short-row" and draft:
+        draft = [r[:] for r in draft]
+        draft[-1] = draft[-1][:-1]
+    elif change == "short-bonus-row" and len(target) > len(tokens):
+        target = [r[:] for r in target]
+        target[len(tokens)] = target[len(tokens)][:-1]
+    elif change == "fewer-rows" and target:
+        target = target[:len(tokens) - 1] if tokens else target
+    elif change == "vocab-zero":
+        V = 0
+    elif change == "vocab-numpy":
+        V = np.int64(V)
+    elif change == "vocab-bool":
+        V = True
+    elif change == "vocab-float":
+        V = float(V)
+    elif change == "vocab-big":
+        V = 2**70
+    return draft, target, tokens, V
+
+
+def outcome(call):
+    try:
+        return "result", call()
+    except (TypeError, ValueError) as exc:
+        return type(exc), str(exc)
+
+
+@SETTINGS
+@given(cases(), st.sampled_from(MATRIX_FORMS), st.sampled_from(MATRIX_FORMS),
+       st.sampled_from(CHANGES), st.integers(0, 2**64 - 1))
+def test_generator_and_its_uniforms_open_a_call_alike(case, draft_form, target_form, change,
+                                                      seed):
+    """Whatever the arguments' forms, valid or not, a call drawing from a generator gives
+    what the same call given that generator's uniforms gives: the same dict, or the same
+    error with the same message.  A call refused for its arguments draws nothing."""
+    draft, target, tokens, V, _ = case
+    draft, target, tokens, V = changed(change, draft, target, tokens, V)
+    if draft_form == "f64-1d" and draft:
+        draft_form = "f64"
+    d = matrix_as(draft_form, draft)
+    t = matrix_as(target_form, target)
+    rng = Rng(seed)
+    before = rng.state
+    got = outcome(lambda: fast_sim(d, t, tokens, V, rng=rng))
+    want = outcome(lambda: fast_sim(d, t, tokens, V, uniforms=Rng(seed).random(len(tokens) + 2)))
+    event(f"{got[0].__name__ if isinstance(got[0], type) else got[0]}")
+    assert got[0] == want[0] and (got[0] == "result" or got[1] == want[1]), (got, want)
+    if got[0] == "result":
+        assert_same(got[1], want[1])
+    else:
+        assert rng.state == before
+
 @st.composite
 def long_cases(draw):
     """Rows of 129-600 entries (past one 128-entry block) built by NumPy from a drawn seed."""

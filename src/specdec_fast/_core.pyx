@@ -1521,6 +1521,72 @@ cdef dict hand_to_reference(object draft, object target, object tokens, Py_ssize
     return result
 
 
+# --------------------------------------------------------------------------
+# The common call's arguments, opened in one pass.
+
+cdef inline bint plain_matrix(PyObject* obj, Py_ssize_t need, Py_ssize_t readable,
+                              Py_ssize_t V, Matrix* m) noexcept:
+    """``open_matrix`` where it cannot fail or run user code: a list or tuple of at
+    least ``need`` rows, the first ``readable`` of them lists of ``V`` or more
+    entries, or a 2-D array it reads in place, big enough.  False otherwise."""
+    cdef PyObject** rows
+    cdef PyObject* row
+    cdef Py_ssize_t i
+    m.data = NULL
+    m.rows = NULL
+    m.hand_over = False
+    m.integral = False
+    if PyList_CheckExact_ptr(obj) or PyTuple_CheckExact_ptr(obj):
+        m.nrows = PySequence_Fast_GET_SIZE_ptr(obj)
+        if m.nrows < need:
+            return False
+        rows = PySequence_Fast_ITEMS_ptr(obj)
+        for i in range(min(m.nrows, readable)):
+            row = rows[i]
+            if not (PyList_CheckExact_ptr(row) and PyList_GET_SIZE_ptr(row) >= V):
+                return False
+        m.rows = obj
+        return True
+    if not (cnp.PyArray_CheckExact(<object>obj) and in_place_dtype(<cnp.ndarray>obj)
+            and cnp.PyArray_NDIM(<cnp.ndarray>obj) == 2):
+        return False
+    m.nrows = cnp.PyArray_DIM(<cnp.ndarray>obj, 0)
+    if m.nrows < need or (min(m.nrows, readable) > 0 and cnp.PyArray_DIM(<cnp.ndarray>obj, 1) < V):
+        return False
+    m.data = <char*>cnp.PyArray_DATA(<cnp.ndarray>obj)
+    m.row_stride = cnp.PyArray_STRIDE(<cnp.ndarray>obj, 0)
+    m.single = cnp.PyArray_TYPE(<cnp.ndarray>obj) == cnp.NPY_FLOAT
+    return True
+
+
+cdef bint open_plain(PyObject* draft_probs, PyObject* target_probs, PyObject* drafted,
+                     PyObject* vocab_size, Py_ssize_t* V, Py_ssize_t* K, Py_ssize_t* tokens,
+                     Matrix* target, Matrix* draft) noexcept:
+    """What ``as_size``, ``open_tokens``, ``open_matrix`` and ``read_tokens`` make of
+    the common call's arguments, in one pass with no dispatch: ``vocab_size`` an
+    int, ``draft_tokens`` a list of at most SMALL_K ints in ``[0, vocab_size)``,
+    matrices as ``plain_matrix`` takes them.  False for anything else, having run
+    no user code and raised nothing: the general path then opens the call."""
+    cdef PyObject** items
+    cdef Py_ssize_t i, t
+    if not (PyLong_CheckExact_ptr(vocab_size) and PyList_CheckExact_ptr(drafted)):
+        return False
+    V[0] = specdec_exact_index(vocab_size)
+    K[0] = PyList_GET_SIZE_ptr(drafted)
+    if V[0] < 1 or K[0] > SMALL_K:
+        return False
+    items = PySequence_Fast_ITEMS_ptr(drafted)
+    for i in range(K[0]):
+        if not PyLong_CheckExact_ptr(items[i]):
+            return False
+        t = specdec_exact_index(items[i])
+        if <size_t>t >= <size_t>V[0]:      # also t == -1 (negative or too large)
+            return False
+        tokens[i] = t
+    return (plain_matrix(target_probs, K[0], K[0] + 1, V[0], target)     # R5
+            and plain_matrix(draft_probs, K[0], K[0], V[0], draft))
+
+
 def speculative_decode_sim(draft_probs, target_probs, draft_tokens, vocab_size, *,
                            rng=None, uniforms=None, check_all=False, semantics="reference"):
     """The verify step of speculative decoding: the reference's function, compiled.
@@ -1558,7 +1624,7 @@ def speculative_decode_sim(draft_probs, target_probs, draft_tokens, vocab_size, 
     cdef Py_ssize_t* out
     cdef Py_ssize_t K, V, i, n
     cdef int mode
-    cdef bint own_uniforms = False
+    cdef bint own_uniforms = False, plain
     if isinstance(semantics, str) and semantics == "reference":
         mode = REFERENCE
     elif isinstance(semantics, str) and semantics == "exact":
@@ -1567,11 +1633,21 @@ def speculative_decode_sim(draft_probs, target_probs, draft_tokens, vocab_size, 
         raise ValueError(f"semantics must be 'reference' or 'exact', got {semantics!r}")
     if check_all is not False and check_all is not True and not isinstance(check_all, np.bool_):
         raise TypeError(f"check_all must be a bool, not {type(check_all).__name__}")
-    V = as_size(vocab_size, "vocab_size")
-    draft_tokens = open_tokens(draft_tokens)
-    K = len(draft_tokens)
-    keep_target = open_matrix(target_probs, "target_probs", K, K + 1, V, &target)   # R5
-    keep_draft = open_matrix(draft_probs, "draft_probs", K, K, V, &draft)
+    # The common call opens in one pass.  It reads the tokens before the generator,
+    # where the general path reads them after the uniforms and check_all's pass:
+    # the same, since neither is there to run user code (nor a seed's __index__).
+    plain = (uniforms is None and check_all is False and (rng is None or isinstance(rng, Rng))
+             and open_plain(<PyObject*>draft_probs, <PyObject*>target_probs,
+                            <PyObject*>draft_tokens, <PyObject*>vocab_size, &V, &K, tokens,
+                            &target, &draft))
+    if plain:
+        keep_target, keep_draft = target_probs, draft_probs
+    else:
+        V = as_size(vocab_size, "vocab_size")
+        draft_tokens = open_tokens(draft_tokens)
+        K = len(draft_tokens)
+        keep_target = open_matrix(target_probs, "target_probs", K, K + 1, V, &target)   # R5
+        keep_draft = open_matrix(draft_probs, "draft_probs", K, K, V, &draft)
     if K > SMALL_K:
         tokens = <Py_ssize_t*>calloc(2 * K + 2, sizeof(Py_ssize_t))
         room = <double*>calloc(K + 2, sizeof(double))
@@ -1584,7 +1660,8 @@ def speculative_decode_sim(draft_probs, target_probs, draft_tokens, vocab_size, 
         if check_all:
             check_all_probabilities(&target, "target_probs", min(target.nrows, K + 1), V)
             check_all_probabilities(&draft, "draft_probs", K, V)
-        read_tokens(draft_tokens, K, V, tokens)
+        if not plain:
+            read_tokens(draft_tokens, K, V, tokens)
         target.hand_over = draft.hand_over = mode == REFERENCE
         n = -1                              # -1: the call goes to the reference
         try:
