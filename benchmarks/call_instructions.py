@@ -7,7 +7,9 @@ inside the compiled function (``--toggle-collect``), for two numbers of calls;
 the difference over the difference in calls is the cost of one call, start-up
 excluded.  The inputs are the benchmark's ``K = 8``, matched case (all drafts
 accepted, then the bonus scan); the function's own Python call overhead and the
-freeing of the result, outside the compiled function, are not counted.
+freeing of the result, outside the compiled function, are not counted.  String
+hashing is fixed (``PYTHONHASHSEED=0``): with random hashes the dict lookups, and
+so the counts, differ by tens of instructions from one process to the next.
 
     python benchmarks/call_instructions.py [V]          # V defaults to 64
 
@@ -65,7 +67,7 @@ def count(kind, V):
                  f"--callgrind-out-file={out_file}", sys.executable, os.path.abspath(__file__),
                  "--run", kind, str(V), str(calls)],
                 capture_output=True, text=True, check=True,
-                env={**os.environ, "OPENBLAS_NUM_THREADS": "1"}).stderr
+                env={**os.environ, "OPENBLAS_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}).stderr
             refs = re.search(r"I\s+refs:\s+([\d,]+)", log)
             if refs is None:
                 raise SystemExit(f"no instruction count in valgrind's output:\n{log}")

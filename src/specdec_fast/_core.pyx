@@ -1040,9 +1040,15 @@ cdef Py_ssize_t copy_floats(PyObject** items, Py_ssize_t v, Py_ssize_t stop,
     return v
 
 
+cdef inline unsigned long long bit_pattern(double x) noexcept:
+    cdef unsigned long long bits
+    memcpy(&bits, &x, sizeof(bits))
+    return bits
+
+
 cdef inline bint sign_bits_clear(double a, double b, double c, double d) noexcept:
     """None of the four has its sign bit set (a negative number, -0.0, a negative NaN)."""
-    return not (signbit(a) | signbit(b) | signbit(c) | signbit(d))
+    return ((bit_pattern(a) | bit_pattern(b) | bit_pattern(c) | bit_pattern(d)) >> 63) == 0
 
 
 cdef inline Py_ssize_t running_sum_floats(PyObject** items, Py_ssize_t v, Py_ssize_t stop,
