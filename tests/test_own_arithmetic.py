@@ -101,6 +101,26 @@ def test_uniforms_with_their_own_arithmetic():
         assert differ >= 3      # NEP 50: float32 with a float stays float32 (before: float64)
 
 
+
+def test_an_array_of_uniforms_stands_for_its_tolist():
+    """A ``float32`` array of uniforms, like an array of probabilities, is its
+    ``tolist()``, which holds Python floats: the drop-in equals the reference replaying
+    those floats, where a list of the same ``float32`` scalars is handed over and
+    compared in ``float32`` (so the two differ where the roundings do)."""
+    g = np.random.default_rng(8)
+    differ = 0
+    for _ in range(300):
+        draft, target, tokens, V = make_case(g, V=int(g.integers(1, 200)))
+        d, t = draft.tolist(), target.tolist()
+        U = np.array([min(np.float32(u), FLOAT32_BELOW_ONE)
+                      for u in adversarial_uniforms(g, d, t, tokens, V)], dtype=np.float32)
+        want, _ = run_reference(d, t, tokens, V, U.tolist())
+        assert_same(fast_sim(d, t, tokens, V, uniforms=U), want)
+        assert_same(fast_sim(draft, target, tokens, V, uniforms=U), want)
+        differ += fast_sim(d, t, tokens, V, uniforms=list(U)) != want
+    if np.lib.NumpyVersion(np.__version__) >= "2.0.0":
+        assert differ >= 3      # NEP 50: the scalars compare in float32
+
 def test_other_uniforms_are_read_as_doubles_in_a_handed_over_call():
     """A uniform that is not a number with its own arithmetic (an object with only a
     ``__float__``, which the reference could not compare) is the double read at the
