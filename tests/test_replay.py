@@ -310,6 +310,29 @@ def test_bonus_on_dyadic_bucket_boundaries(u, token):
     assert fast["tokens"] == [token]
 
 
+def test_bonus_on_short_list_rows_at_every_running_sum():
+    """R6 on list rows of 1-70 floats, whose first items are summed four at a time and
+    the crossing certified: u on each of the reference's running sums and an ulp
+    either side gives its token, where the sums of fours round otherwise too."""
+    g = np.random.default_rng(64)
+    for V in range(1, 71):
+        for shape in ("uniform", "spread", "thirds"):
+            if shape == "uniform":
+                row = g.random(V)
+            elif shape == "spread":
+                row = g.random(V) * 10.0 ** g.integers(-18, 1, V)
+            else:
+                row = np.full(V, 1 / 3) + g.integers(0, 2, V) * 2.0**-40
+            row = (row / (row.sum() * g.uniform(0.9, 1.3))).tolist()
+            cums, cum = [], 0.0
+            for x in row:
+                cum += x
+                cums.append(cum)
+            for v in sorted(set(g.integers(0, V, 6).tolist()) | {0, V - 1}):
+                for u in (cums[v], math.nextafter(cums[v], 0), math.nextafter(cums[v], 1)):
+                    if 0 <= u < 1:
+                        check([], [row], [], V, [u])
+
 @pytest.mark.parametrize("u2, token", [(0.0, 0), (0.5, 0), (math.nextafter(0.5, 1), 1),
                                        (0.75, 1), (0.7500000000000001, 3), (ONE_MINUS, 3)])
 def test_correction_on_dyadic_bucket_boundaries(u2, token):
