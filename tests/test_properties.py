@@ -222,7 +222,8 @@ def matrix_as(form, rows):
     if form == "array-rows":
         return [np.array(r) for r in rows]
     if form == "f32":
-        return a.astype(np.float32)
+        with np.errstate(over="ignore"):    # beyond float32: inf, an invalid value
+            return a.astype(np.float32)
     if form == "int":
         return (a > 0.5).astype(np.int64)
     if form == "fortran":
@@ -288,7 +289,8 @@ def test_generator_and_its_uniforms_open_a_call_alike(case, draft_form, target_f
                                                       seed):
     """Whatever the arguments' forms, valid or not, a call drawing from a generator gives
     what the same call given that generator's uniforms gives: the same dict, or the same
-    error with the same message.  A call refused for its arguments draws nothing."""
+    error with the same message.  A call refused for its arguments (not for a value it
+    read, which may come after draws) draws nothing."""
     draft, target, tokens, V, _ = case
     draft, target, tokens, V = changed(change, draft, target, tokens, V)
     if draft_form == "f64-1d" and draft:
@@ -303,7 +305,7 @@ def test_generator_and_its_uniforms_open_a_call_alike(case, draft_form, target_f
     assert got[0] == want[0] and (got[0] == "result" or got[1] == want[1]), (got, want)
     if got[0] == "result":
         assert_same(got[1], want[1])
-    else:
+    elif "probabilities must be" not in got[1]:
         assert rng.state == before
 
 @st.composite
