@@ -33,7 +33,7 @@ from cpython.object cimport PyObject, PyObject_TypeCheck, PyTypeObject
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.ref cimport Py_INCREF
 from libc.float cimport DBL_MAX
-from libc.math cimport INFINITY, nextafter, signbit
+from libc.math cimport INFINITY, nextafter
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy
 
