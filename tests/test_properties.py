@@ -275,7 +275,8 @@ def changed(change, draft, target, tokens, V):
     return draft, target, tokens, V
 
 
-def outcome(call):
+def result_or_error(call):
+    """("result", the call's dict), or the type and message of the error it raised."""
     try:
         return "result", call()
     except (TypeError, ValueError) as exc:
@@ -299,8 +300,8 @@ def test_generator_and_its_uniforms_open_a_call_alike(case, draft_form, target_f
     t = matrix_as(target_form, target)
     rng = Rng(seed)
     before = rng.state
-    got = outcome(lambda: fast_sim(d, t, tokens, V, rng=rng))
-    want = outcome(lambda: fast_sim(d, t, tokens, V, uniforms=Rng(seed).random(len(tokens) + 2)))
+    got = result_or_error(lambda: fast_sim(d, t, tokens, V, rng=rng))
+    want = result_or_error(lambda: fast_sim(d, t, tokens, V, uniforms=Rng(seed).random(len(tokens) + 2)))
     event(f"{got[0].__name__ if isinstance(got[0], type) else got[0]}")
     assert got[0] == want[0] and (got[0] == "result" or got[1] == want[1]), (got, want)
     if got[0] == "result":
