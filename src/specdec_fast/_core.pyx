@@ -717,8 +717,11 @@ cdef object open_uniforms(object rng, object uniforms, Py_ssize_t needed, double
                 room[i] = x
     else:
         # A sequence, which has a length and an order: not an iterator (which may
-        # never end), a set or a mapping.
-        if (not hasattr(type(uniforms), "__len__")
+        # never end), a set or a mapping.  (A list or tuple is one: asking the
+        # ABCs would cost more than the rest of a short call.)
+        if not (PyList_CheckExact_ptr(<PyObject*>uniforms)
+                or PyTuple_CheckExact_ptr(<PyObject*>uniforms)) and (
+                not hasattr(type(uniforms), "__len__")
                 or not (hasattr(type(uniforms), "__iter__")
                         or hasattr(type(uniforms), "__getitem__"))
                 or isinstance(uniforms, (Set, Mapping))):
