@@ -34,7 +34,8 @@ def build(folder):
     dist = Distribution({"ext_modules": cythonize(
         [ext], include_path=[os.path.join(ROOT, "src")], quiet=True,
         build_dir=folder, compiler_directives={"language_level": 3, "boundscheck": False,
-                                                "wraparound": False, "cdivision": True})})
+                                                "wraparound": False, "cdivision": True,
+                                                "binding": False})})
     cmd = dist.get_command_obj("build_ext")
     cmd.build_lib = folder
     cmd.build_temp = folder
